@@ -1,0 +1,157 @@
+"""Compute managers on this machine: N manager processes, one worker each, pinned to own cores."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, Field
+
+from bespoke_fractal import _process
+from bespoke_fractal.errors import ManagerError
+from bespoke_fractal.server.connection import ServerConnection
+from bespoke_fractal.server.embedded import _write_private
+
+THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+)
+
+
+class ManagerSettings(BaseModel):
+    """Size and behaviour of the local compute managers."""
+
+    n_workers: int = Field(1, ge=1, description="worker processes (one manager process each)")
+    cores_per_worker: int = Field(1, ge=1, description="cores given to each QC calculation")
+    memory_per_worker: float = Field(2.0, gt=0, description="memory per worker in GiB")
+    update_frequency: float = Field(1.0, gt=0, description="seconds between server polls")
+    compute_tags: list[str] = Field(default_factory=lambda: ["*"])
+    cluster: str = "bespoke-local"
+
+
+class ManagerProcess(BaseModel):
+    index: int
+    pid: int | None
+    running: bool
+    cores: list[int]
+    log_file: str
+
+
+def _core_sets(n_workers: int, cores_per_worker: int) -> list[list[int]]:
+    """Disjoint CPU sets per worker when they fit on this machine, else no pinning (empty sets)."""
+    available = sorted(os.sched_getaffinity(0))
+    if n_workers * cores_per_worker > len(available):
+        return [[] for _ in range(n_workers)]
+    return [
+        available[i * cores_per_worker : (i + 1) * cores_per_worker] for i in range(n_workers)
+    ]
+
+
+class LocalManagers:
+    """Start, stop and inspect the compute-manager processes kept in ``directory``."""
+
+    def __init__(
+        self,
+        directory: str | Path,
+        connection: ServerConnection,
+        settings: ManagerSettings | None = None,
+    ) -> None:
+        self.directory = Path(directory).absolute()
+        self.connection = connection
+        self.settings = settings or ManagerSettings()
+
+    def _paths(self, index: int) -> tuple[Path, Path, Path]:
+        base = self.directory / f"manager-{index}"
+        return base.with_suffix(".yaml"), base.with_suffix(".pid"), base.with_suffix(".log")
+
+    def _config(self, index: int) -> dict:
+        s = self.settings
+        password = self.connection.password
+        return {
+            "cluster": f"{s.cluster}-{index}",
+            "loglevel": "INFO",
+            "update_frequency": s.update_frequency,
+            "update_frequency_jitter": 0.0,
+            "parsl_run_dir": str(self.directory / "parsl" / str(index)),
+            "server": {
+                "fractal_uri": self.connection.address,
+                "username": self.connection.username,
+                "password": password.get_secret_value() if password else None,
+                "verify": self.connection.verify,
+            },
+            "executors": {
+                "local": {
+                    "type": "local",
+                    "max_workers": 1,
+                    "cores_per_worker": s.cores_per_worker,
+                    "memory_per_worker": s.memory_per_worker,
+                    "compute_tags": s.compute_tags,
+                    "scratch_directory": str(self.directory / "scratch"),
+                }
+            },
+        }
+
+    def _environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        bin_dir = str(Path(sys.executable).parent)
+        # qcfractalcompute runs each task with the first ``python3`` on PATH.
+        env["PATH"] = os.pathsep.join([bin_dir, env.get("PATH", "")])
+        for name in THREAD_VARIABLES:
+            env[name] = str(self.settings.cores_per_worker)
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def start(self) -> list[ManagerProcess]:
+        """Start any manager process that is not running; idempotent."""
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            os.chmod(self.directory, 0o700)
+            (self.directory / "scratch").mkdir(exist_ok=True)
+        except OSError as exc:
+            raise ManagerError(f"cannot use {self.directory} for managers: {exc.strerror}") from None
+        self.connection.check_reachable()
+        env = self._environment()
+        cores = _core_sets(self.settings.n_workers, self.settings.cores_per_worker)
+        for index in range(self.settings.n_workers):
+            config_file, pid_file, log_file = self._paths(index)
+            if _process.read_pid(pid_file) is not None:
+                continue
+            _write_private(config_file, yaml.safe_dump(self._config(index)))
+            _process.spawn(
+                [sys.executable, "-m", "bespoke_fractal.manager.run", "--config", str(config_file)],
+                pid_file=pid_file,
+                log_file=log_file,
+                env=env,
+                cwd=self.directory,
+                cpu_affinity=cores[index],
+            )
+        return self.status()
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM every manager (they return unfinished tasks to the server); count stopped."""
+        stopped = 0
+        for pid_file in sorted(self.directory.glob("manager-*.pid")):
+            stopped += _process.stop(pid_file, timeout=timeout)
+        return stopped
+
+    def status(self) -> list[ManagerProcess]:
+        result = []
+        for pid_file in sorted(self.directory.glob("manager-*.pid")):
+            index = int(pid_file.stem.split("-")[1])
+            pid = _process.read_pid(pid_file)
+            cores = sorted(os.sched_getaffinity(pid)) if pid else []
+            result.append(
+                ManagerProcess(
+                    index=index,
+                    pid=pid,
+                    running=pid is not None,
+                    cores=cores,
+                    log_file=str(self._paths(index)[2]),
+                )
+            )
+        return result

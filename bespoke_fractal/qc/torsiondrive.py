@@ -1,0 +1,333 @@
+"""The QC stage: 1-D torsion drives submitted as QCFractal TorsiondriveDatasets, deduplicated.
+
+One dataset per QC specification (:attr:`QCSpec.dataset_name`), one entry per canonical torsion
+(:attr:`TorsionIdentity.key`), starting geometries generated from the identity alone. The same
+torsion under the same spec therefore always maps to the same entry and the same QCFractal
+record, whoever submits it and from whatever input.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from openff.toolkit import Molecule
+from openff.units import unit
+from pydantic import BaseModel, Field
+
+from bespoke_fractal.errors import TorsionDriveError
+from bespoke_fractal.qc.identity import (
+    CanonicalTorsion,
+    Dihedral,
+    canonicalize_torsion,
+    starting_geometries,
+)
+from bespoke_fractal.qc.programs import KCAL_PER_HARTREE, energy_check_for
+from bespoke_fractal.qc.progress import DriveProgress
+from bespoke_fractal.qc.specification import QCSpec
+
+if TYPE_CHECKING:
+    from qcportal import PortalClient
+
+BOHR_TO_ANGSTROM = 0.529177210903
+FINISHED = {"complete", "error", "cancelled", "invalid", "deleted"}
+# qcengine error types that a retry cannot cure
+PERMANENT_ERRORS = {"input_error", "inputerror", "method_error", "unknown_method"}
+PERMANENT_PHRASES = ("not available", "not supported", "unknown method", "invalid", "not found")
+
+
+class GridPoint(BaseModel):
+    """One point of a torsion profile."""
+
+    angle: int = Field(description="driven dihedral angle, degrees")
+    energy_hartree: float
+    energy_kcal_mol: float
+    relative_energy_kcal_mol: float = Field(description="relative to the profile's minimum")
+    geometry_angstrom: list[list[float]] = Field(description="optimised geometry, input atom order")
+    optimization_id: int
+
+
+class TorsionDrive(BaseModel):
+    """A drive that has been submitted: where it lives on the server and what it is."""
+
+    record_id: int
+    dataset_name: str
+    entry_name: str
+    spec: QCSpec
+    torsion: CanonicalTorsion
+    new_entry: bool = Field(description="this submission created the dataset entry")
+
+    @property
+    def requested_dihedral(self) -> Dihedral:
+        return self.torsion.input_dihedral
+
+    @property
+    def driven_dihedral(self) -> Dihedral:
+        """The dihedral the grid angles refer to, in the input molecule's atom indices."""
+        return self.torsion.canonical_dihedral_in_input()
+
+
+class TorsionDriveResult(BaseModel):
+    """The outcome of one drive: a profile when complete, an error line when not."""
+
+    record_id: int
+    status: str
+    spec: QCSpec
+    identity_key: str
+    dataset_name: str
+    requested_dihedral: Dihedral
+    driven_dihedral: Dihedral
+    grid: list[GridPoint] = Field(default_factory=list)
+    error: str | None = None
+    energy_note: str | None = None
+    resets: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "complete" and not self.error
+
+
+def to_qcportal_molecule(molecule: Molecule, geometry_angstrom: np.ndarray):
+    """A qcportal Molecule with integer (Kekulé) bond orders, as rdkit's harness needs."""
+    from qcportal.molecules import Molecule as PortalMolecule
+
+    copy = Molecule(molecule)
+    copy._conformers = None
+    copy.add_conformer(unit.Quantity(np.asarray(geometry_angstrom), unit.angstrom))
+    schema = copy.to_qcschema(conformer=0)
+    data = schema.model_dump() if hasattr(schema, "model_dump") else schema.dict()
+    data.pop("provenance", None)
+    data.pop("id", None)
+    return PortalMolecule(**data)
+
+
+def _error_line(client: PortalClient, record) -> tuple[str, bool]:
+    """One clear line for an errored drive (the child optimisation's real message if any) and
+    whether the failure is permanent."""
+    messages: list[tuple[str, str]] = []
+    try:
+        for optimizations in (record.optimizations or {}).values():
+            for opt in optimizations:
+                if str(getattr(opt.status, "value", opt.status)) == "error" and opt.error:
+                    messages.append((opt.error.get("error_type", ""), opt.error.get("error_message", "")))
+    except Exception:  # noqa: BLE001 - children may be unreadable; fall back to the parent
+        pass
+    error = record.error or {}
+    if not messages:
+        messages.append((error.get("error_type", ""), error.get("error_message", "")))
+    error_type, message = messages[0]
+    lines = [line.strip() for line in (message or "").splitlines() if line.strip()]
+    informative = [line for line in lines if not line.startswith(("File ", "Traceback", "^", "~"))]
+    line = informative[-1] if informative else (error_type or "unknown error")
+    permanent = error_type.lower() in PERMANENT_ERRORS or any(
+        phrase in (message or "").lower() for phrase in PERMANENT_PHRASES
+    )
+    return f"{error_type or 'error'}: {line}"[:400], permanent
+
+
+class TorsionDriveStage:
+    """Submit, wait for and read back torsion drives on one QCFractal server."""
+
+    def __init__(self, client: PortalClient) -> None:
+        self.client = client
+
+    # -- submission ------------------------------------------------------------------------------
+    def _dataset(self, spec: QCSpec):
+        dataset = self.client.add_dataset(
+            "torsiondrive",
+            spec.dataset_name,
+            description=f"bespoke-fractal torsion drives, {spec.label}, grid {spec.grid_spacing}",
+            tagline="bespoke-fractal",
+            existing_ok=True,
+        )
+        if spec.label not in dataset.specification_names:
+            dataset.add_specification(spec.label, spec.to_qcportal(), description=spec.description)
+        return dataset
+
+    def submit(
+        self, molecule: Molecule, dihedrals: Sequence[Sequence[int]], spec: QCSpec
+    ) -> list[TorsionDrive]:
+        """Submit one drive per dihedral (4 atom indices of ``molecule``); existing drives are
+        reused, never recomputed. Returns one :class:`TorsionDrive` per dihedral, in order."""
+        torsions = [canonicalize_torsion(molecule, dihedral) for dihedral in dihedrals]
+        dataset = self._dataset(spec)
+        existing = set(dataset.entry_names)
+        new_names: set[str] = set()
+        for torsion in torsions:
+            identity = torsion.identity
+            if identity.key in existing or identity.key in new_names:
+                continue
+            canonical = identity.to_molecule()
+            molecules = [
+                to_qcportal_molecule(canonical, geometry)
+                for geometry in starting_geometries(identity, spec.n_conformers)
+            ]
+            dataset.add_entry(
+                identity.key,
+                molecules,
+                additional_keywords={
+                    "dihedrals": [list(identity.dihedral)],
+                    "grid_spacing": [spec.grid_spacing],
+                },
+                attributes={
+                    "canonical_isomeric_explicit_hydrogen_mapped_smiles": identity.mapped_smiles,
+                    "dihedral": list(identity.dihedral),
+                    "submitted_by": "bespoke-fractal",
+                },
+            )
+            new_names.add(identity.key)
+        keys = sorted({t.identity.key for t in torsions})
+        dataset.submit(entry_names=keys, specification_names=[spec.label])
+        record_ids = {
+            entry: record.id
+            for entry, _spec, record in dataset.iterate_records(
+                entry_names=keys, specification_names=[spec.label]
+            )
+        }
+        missing = [k for k in keys if k not in record_ids]
+        if missing:
+            raise TorsionDriveError(f"the server made no record for {len(missing)} torsion drive(s)")
+        return [
+            TorsionDrive(
+                record_id=record_ids[t.identity.key],
+                dataset_name=spec.dataset_name,
+                entry_name=t.identity.key,
+                spec=spec,
+                torsion=t,
+                new_entry=t.identity.key in new_names,
+            )
+            for t in torsions
+        ]
+
+    # -- waiting ---------------------------------------------------------------------------------
+    def wait(
+        self,
+        drives: Sequence[TorsionDrive],
+        *,
+        timeout: float | None = None,
+        max_resets: int = 2,
+        poll_interval: float = 2.0,
+        progress: bool | None = None,
+    ) -> list[TorsionDriveResult]:
+        """Wait until every drive is complete or has failed for good.
+
+        Errored drives are reset up to ``max_resets`` times unless the error is permanent.
+        Drives still unfinished after ``timeout`` seconds are returned with an error line.
+        """
+        ids = sorted({d.record_id for d in drives})
+        resets: dict[int, int] = dict.fromkeys(ids, 0)
+        errors: dict[int, str] = {}
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with DriveProgress(len(ids), enabled=progress) as bar:
+            while True:
+                records = self.client.get_records(ids)
+                counts: dict[str, int] = {}
+                pending = False
+                for record in records:
+                    status = str(getattr(record.status, "value", record.status))
+                    if status == "error" and record.id not in errors:
+                        line, permanent = _error_line(self.client, record)
+                        if not permanent and resets[record.id] < max_resets:
+                            resets[record.id] += 1
+                            self.client.reset_records([record.id])
+                            bar.note(f"record {record.id} errored ({line}); reset {resets[record.id]}/{max_resets}")
+                            status = "waiting"
+                        else:
+                            errors[record.id] = line
+                            bar.note(f"record {record.id} failed: {line}")
+                    counts[status] = counts.get(status, 0) + 1
+                    pending |= status not in FINISHED
+                bar.update(counts)
+                if not pending:
+                    break
+                if deadline is not None and time.monotonic() > deadline:
+                    for record in records:
+                        status = str(getattr(record.status, "value", record.status))
+                        if status not in FINISHED:
+                            errors[record.id] = f"not finished after {timeout:.0f} s (status {status})"
+                    break
+                time.sleep(poll_interval)
+        return self.results(drives, errors=errors, resets=resets)
+
+    # -- reading results -------------------------------------------------------------------------
+    def results(
+        self,
+        drives: Sequence[TorsionDrive],
+        *,
+        errors: dict[int, str] | None = None,
+        resets: dict[int, int] | None = None,
+    ) -> list[TorsionDriveResult]:
+        """Current state of each drive; complete ones carry their checked torsion profile."""
+        errors = dict(errors or {})
+        resets = resets or {}
+        records = {r.id: r for r in self.client.get_torsiondrives(sorted({d.record_id for d in drives}))}
+        out = []
+        for drive in drives:
+            record = records[drive.record_id]
+            status = str(getattr(record.status, "value", record.status))
+            if status == "error" and drive.record_id not in errors:
+                errors[drive.record_id] = _error_line(self.client, record)[0]
+            result = TorsionDriveResult(
+                record_id=drive.record_id,
+                status=status,
+                spec=drive.spec,
+                identity_key=drive.entry_name,
+                dataset_name=drive.dataset_name,
+                requested_dihedral=drive.requested_dihedral,
+                driven_dihedral=drive.driven_dihedral,
+                error=errors.get(drive.record_id),
+                resets=resets.get(drive.record_id, 0),
+            )
+            if status == "complete":
+                try:
+                    grid, note = self._profile(drive, record)
+                    result.grid, result.energy_note = grid, note
+                except TorsionDriveError as exc:
+                    result.error = str(exc)
+            out.append(result)
+        return out
+
+    def _profile(self, drive: TorsionDrive, record) -> tuple[list[GridPoint], str | None]:
+        minimum = record.minimum_optimizations
+        keys = sorted(minimum, key=lambda key: int(key[0]))
+        opt_ids = [minimum[key].id for key in keys]
+        optimizations = {
+            o.id: o for o in self.client.get_optimizations(opt_ids, include=["final_molecule"])
+        }
+        canonical = drive.torsion.identity.to_molecule()
+        geometries = [
+            np.asarray(optimizations[i].final_molecule.geometry).reshape(-1, 3) * BOHR_TO_ANGSTROM
+            for i in opt_ids
+        ]
+        raw = [float(optimizations[i].energies[-1]) for i in opt_ids]
+        check = energy_check_for(drive.spec.program).check(drive.spec, canonical, geometries, raw)
+        hartree = [e * check.scale for e in raw]
+        lowest = min(hartree)
+        order = drive.torsion.canonical_to_input
+        grid = []
+        for key, opt_id, geometry, energy in zip(keys, opt_ids, geometries, hartree, strict=True):
+            in_input_order = np.empty_like(geometry)
+            in_input_order[order] = geometry
+            grid.append(
+                GridPoint(
+                    angle=int(key[0]),
+                    energy_hartree=energy,
+                    energy_kcal_mol=energy * KCAL_PER_HARTREE,
+                    relative_energy_kcal_mol=(energy - lowest) * KCAL_PER_HARTREE,
+                    geometry_angstrom=in_input_order.tolist(),
+                    optimization_id=opt_id,
+                )
+            )
+        return grid, check.note
+
+    def run(
+        self,
+        molecule: Molecule,
+        dihedrals: Sequence[Sequence[int]],
+        spec: QCSpec,
+        **wait_options: Any,
+    ) -> list[TorsionDriveResult]:
+        """Submit and wait: the whole QC stage for one molecule."""
+        return self.wait(self.submit(molecule, dihedrals, spec), **wait_options)
