@@ -143,9 +143,7 @@ def test_default_dihedral_is_order_independent_and_picks_heavy_atoms() -> None:
         ("CCO", (0, 99), "out of range"),
     ],
 )
-def test_default_dihedral_rejects_bad_bonds(
-    smiles: str, bond: tuple[int, int], message: str
-) -> None:
+def test_default_dihedral_rejects_bad_bonds(smiles: str, bond: tuple[int, int], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         default_dihedral(Molecule.from_smiles(smiles), bond)
 
@@ -161,9 +159,7 @@ def test_default_dihedral_rejects_bad_bonds(
         ("CCCC", (0, 1, 2), "4 atom indices"),
     ],
 )
-def test_canonicalize_rejects_bad_dihedrals(
-    smiles: str, dihedral: tuple[int, ...], message: str
-) -> None:
+def test_canonicalize_rejects_bad_dihedrals(smiles: str, dihedral: tuple[int, ...], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         canonicalize_torsion(Molecule.from_smiles(smiles), dihedral)
 
@@ -207,9 +203,7 @@ def test_stereochemistry_is_kept() -> None:
         molecule = Molecule.from_smiles(smiles)
         identity = canonicalize_torsion(molecule, match(molecule, smarts)).identity
         assert "@" in identity.mapped_smiles
-        assert identity.to_molecule().is_isomorphic_with(
-            molecule, atom_stereochemistry_matching=True
-        )
+        assert identity.to_molecule().is_isomorphic_with(molecule, atom_stereochemistry_matching=True)
         other, mapping = shuffled(molecule, seed=2)
         moved = remapped(match(molecule, smarts), mapping)
         assert canonicalize_torsion(other, moved).identity == identity
@@ -255,9 +249,7 @@ def test_starting_geometries_are_deterministic(smiles: str, smarts: str) -> None
     # the same identity reached from another atom order gives the same geometries
     other, mapping = shuffled(molecule, seed=9)
     again = canonicalize_torsion(other, remapped(dihedral, mapping))
-    assert [g.tobytes() for g in starting_geometries(again.identity, 4)] == [
-        g.tobytes() for g in first
-    ]
+    assert [g.tobytes() for g in starting_geometries(again.identity, 4)] == [g.tobytes() for g in first]
 
     canonical = identity.to_molecule()
     for geometry in first:

@@ -47,9 +47,7 @@ def _core_sets(n_workers: int, cores_per_worker: int) -> list[list[int]]:
     available = sorted(os.sched_getaffinity(0))
     if n_workers * cores_per_worker > len(available):
         return [[] for _ in range(n_workers)]
-    return [
-        available[i * cores_per_worker : (i + 1) * cores_per_worker] for i in range(n_workers)
-    ]
+    return [available[i * cores_per_worker : (i + 1) * cores_per_worker] for i in range(n_workers)]
 
 
 class LocalManagers:

@@ -140,10 +140,7 @@ def starting_geometries(identity: TorsionIdentity, n_conformers: int) -> list[np
     if not conformer_ids:
         raise ValueError(f"ETKDG could not embed any conformer of {identity.mapped_smiles}")
     # + 0.0 turns -0.0 into 0.0
-    return [
-        np.round(rdmol.GetConformer(i).GetPositions(), COORDINATE_DECIMALS) + 0.0
-        for i in conformer_ids
-    ]
+    return [np.round(rdmol.GetConformer(i).GetPositions(), COORDINATE_DECIMALS) + 0.0 for i in conformer_ids]
 
 
 def _canonical_order(rdmol: Chem.Mol) -> list[int]:
@@ -218,8 +215,7 @@ def _validate_dihedral(rdmol: Chem.Mol, dihedral: Sequence[int]) -> Dihedral:
     for i, j in ((a, b), (b, c), (c, d)):
         if rdmol.GetBondBetweenAtoms(i, j) is None:
             raise ValueError(
-                f"dihedral {(a, b, c, d)}: atoms {_name(rdmol, i)} and {_name(rdmol, j)} "
-                "are not bonded"
+                f"dihedral {(a, b, c, d)}: atoms {_name(rdmol, i)} and {_name(rdmol, j)} are not bonded"
             )
     _check_central_bond(rdmol, b, c)
     return a, b, c, d

@@ -34,9 +34,7 @@ class QCSpec(BaseModel):
     keywords: dict[str, Any] = Field(default_factory=dict)
     grid_spacing: int = Field(15, description="torsion grid spacing in degrees")
     n_conformers: int = Field(1, ge=1, description="starting conformers per drive")
-    geometric_keywords: dict[str, Any] = Field(
-        default_factory=lambda: dict(DEFAULT_GEOMETRIC_KEYWORDS)
-    )
+    geometric_keywords: dict[str, Any] = Field(default_factory=lambda: dict(DEFAULT_GEOMETRIC_KEYWORDS))
     energy_upper_limit: float | None = Field(
         None, description="torsiondrive: skip grid points this far (Hartree) above the minimum"
     )

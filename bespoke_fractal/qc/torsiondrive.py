@@ -232,7 +232,9 @@ class TorsionDriveStage:
                         if not permanent and resets[record.id] < max_resets:
                             resets[record.id] += 1
                             self.client.reset_records([record.id])
-                            bar.note(f"record {record.id} errored ({line}); reset {resets[record.id]}/{max_resets}")
+                            bar.note(
+                                f"record {record.id} errored ({line}); reset {resets[record.id]}/{max_resets}"
+                            )
                             status = "waiting"
                         else:
                             errors[record.id] = line
@@ -293,9 +295,7 @@ class TorsionDriveStage:
         minimum = record.minimum_optimizations
         keys = sorted(minimum, key=lambda key: int(key[0]))
         opt_ids = [minimum[key].id for key in keys]
-        optimizations = {
-            o.id: o for o in self.client.get_optimizations(opt_ids, include=["final_molecule"])
-        }
+        optimizations = {o.id: o for o in self.client.get_optimizations(opt_ids, include=["final_molecule"])}
         canonical = drive.torsion.identity.to_molecule()
         geometries = [
             np.asarray(optimizations[i].final_molecule.geometry).reshape(-1, 3) * BOHR_TO_ANGSTROM

@@ -59,7 +59,11 @@ class ServerConnection(BaseModel):
         address = os.environ.get(f"{prefix}ADDRESS")
         if not address:
             raise CredentialsError(f"{prefix}ADDRESS is not set")
-        verify = os.environ.get(f"{prefix}VERIFY", "true").strip().lower() not in {"0", "false", "no"}
+        verify = os.environ.get(f"{prefix}VERIFY", "true").strip().lower() not in {
+            "0",
+            "false",
+            "no",
+        }
         return cls(
             address=address,
             username=os.environ.get(f"{prefix}USERNAME") or None,

@@ -47,6 +47,8 @@ def _port_free(host: str, port: int) -> bool:
     import socket
 
     with socket.socket() as sock:
+        # as servers bind: a port left in TIME_WAIT by our own last run is free to reuse
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
@@ -174,9 +176,7 @@ class EmbeddedServer:
     def connection(self, role: Role = "submit") -> ServerConnection:
         """Connection details for one of the generated accounts."""
         account = self.credentials().users[role]
-        return ServerConnection(
-            address=self.address, username=account.username, password=account.password
-        )
+        return ServerConnection(address=self.address, username=account.username, password=account.password)
 
     # -- life cycle ---------------------------------------------------------------------------
     def start(self, timeout: float = 180.0) -> ServerStatus:
@@ -216,7 +216,9 @@ class EmbeddedServer:
             _process.wait_for(self._api_ready_or_dead, timeout, 0.5, "the QCFractal server to answer")
         except TimeoutError:
             self.stop()
-            raise ServerError(f"the QCFractal server did not start within {timeout:.0f} s; see {self.log_file}") from None
+            raise ServerError(
+                f"the QCFractal server did not start within {timeout:.0f} s; see {self.log_file}"
+            ) from None
         if _process.read_pid(self.pid_file) is None:
             raise ServerError(f"the QCFractal server exited during start-up; see {self.log_file}")
         return self.status()
@@ -345,5 +347,3 @@ class EmbeddedServer:
 
     def _api_ready_or_dead(self) -> bool:
         return self._api_ready() or _process.read_pid(self.pid_file) is None
-
-

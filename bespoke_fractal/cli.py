@@ -1,0 +1,367 @@
+"""The ``bespoke-fractal`` command line: a thin layer over the Python API."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from bespoke_fractal.errors import BespokeFractalError
+
+console = Console()
+
+
+def one_line(exc: Exception) -> str:
+    """The first meaningful line of an exception, for an ``Error:`` message."""
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"])
+        text = error["msg"].removeprefix("Value error, ")
+        return f"{where}: {text}" if where else text
+    message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+    lines = str(message).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+class FriendlyGroup(click.Group):
+    """Turns this project's errors and bad input into one ``Error:`` line and exit code 1."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (BespokeFractalError, ValueError, KeyError) as exc:
+            raise click.ClickException(one_line(exc)) from None
+
+
+directory_option = click.option(
+    "--directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("bespoke-executor"),
+    show_default=True,
+    help="Directory of the embedded server: its database, logs, credentials and managers.",
+)
+server_file_option = click.option(
+    "--server-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Use an external QCFractal server: YAML file with address, username, password (chmod 600).",
+)
+server_env_option = click.option(
+    "--server-env",
+    is_flag=True,
+    help="Use an external server from QCPORTAL_ADDRESS / QCPORTAL_USERNAME / QCPORTAL_PASSWORD.",
+)
+
+
+@click.group(cls=FriendlyGroup)
+@click.version_option(package_name="bespoke-fractal")
+def main() -> None:
+    """Bespoke OpenFF torsion parameters, with every QC torsion drive run, cached and
+    deduplicated by QCFractal.
+
+    The embedded server (the default) keeps everything in one directory; an external server is
+    named by a credentials file or QCPORTAL_* environment variables, never by password flags.
+    """
+
+
+# -- server -----------------------------------------------------------------------------------
+@main.group()
+def server() -> None:
+    """Run the embedded QCFractal server (own PostgreSQL, 127.0.0.1, security on)."""
+
+
+@server.command("start")
+@directory_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=int, default=None, help="API port (default: a free port).")
+def server_start(directory: Path, host: str, port: int | None) -> None:
+    """Start the server, creating it on first use; records survive restarts."""
+    from bespoke_fractal.server import EmbeddedServer, ServerSettings
+
+    settings = ServerSettings(host=host, port=port) if (host != "127.0.0.1" or port) else None
+    status = EmbeddedServer(directory, settings).start()
+    console.print(f"QCFractal server running at {status.address} (directory {status.directory})")
+
+
+@server.command("stop")
+@directory_option
+def server_stop(directory: Path) -> None:
+    """Stop the server and its PostgreSQL (stop local managers first)."""
+    from bespoke_fractal.server import EmbeddedServer
+    from bespoke_fractal.session import embedded_managers
+
+    server = EmbeddedServer(directory)
+    if server.initialized:
+        embedded_managers(server).stop()
+    server.stop()
+    console.print(f"stopped the server in {directory}")
+
+
+@server.command("status")
+@directory_option
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+def server_status(directory: Path, as_json: bool) -> None:
+    """Is the server running, and where."""
+    from bespoke_fractal.server import EmbeddedServer
+
+    status = EmbeddedServer(directory).status()
+    if as_json:
+        click.echo(status.model_dump_json(indent=2))
+        return
+    state = "running" if status.running else "stopped"
+    console.print(
+        f"server {state}; address {status.address or '-'}; PostgreSQL "
+        f"{'running' if status.postgres_running else 'stopped'}; directory {status.directory}"
+    )
+    if not status.running:
+        sys.exit(3)
+
+
+# -- managers ---------------------------------------------------------------------------------
+@main.group()
+def manager() -> None:
+    """Run QCFractal compute managers (qcfractal-compute-manager) on this machine."""
+
+
+def _managers(directory: Path, server_file: Path | None, server_env: bool, settings=None):
+    from bespoke_fractal.manager import LocalManagers
+    from bespoke_fractal.server import EmbeddedServer
+    from bespoke_fractal.session import embedded_managers, external_connection
+
+    connection = external_connection(server_file, server_env)
+    if connection is None:
+        return embedded_managers(EmbeddedServer(directory), settings)
+    return LocalManagers(directory / "managers", connection, settings)
+
+
+@manager.command("start")
+@directory_option
+@server_file_option
+@server_env_option
+@click.option(
+    "--n-workers",
+    type=int,
+    default=1,
+    show_default=True,
+    help="QC calculations run at once (one manager process each).",
+)
+@click.option(
+    "--cores-per-worker",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Cores of each calculation; workers are pinned to their own cores.",
+)
+@click.option(
+    "--memory-per-worker",
+    type=float,
+    default=2.0,
+    show_default=True,
+    help="Memory of each calculation in GiB (passed to qcengine).",
+)
+@click.option(
+    "--compute-tag",
+    "compute_tags",
+    multiple=True,
+    default=("*",),
+    show_default=True,
+    help="Only take tasks with these compute tags.",
+)
+def manager_start(
+    directory, server_file, server_env, n_workers, cores_per_worker, memory_per_worker, compute_tags
+) -> None:
+    """Start compute managers for the embedded server (or an external one)."""
+    from bespoke_fractal.manager import ManagerSettings
+
+    settings = ManagerSettings(
+        n_workers=n_workers,
+        cores_per_worker=cores_per_worker,
+        memory_per_worker=memory_per_worker,
+        compute_tags=list(compute_tags),
+    )
+    processes = _managers(directory, server_file, server_env, settings).start()
+    for p in processes:
+        console.print(f"manager {p.index}: pid {p.pid}, cores {p.cores or 'any'}, log {p.log_file}")
+
+
+@manager.command("stop")
+@directory_option
+@server_file_option
+@server_env_option
+def manager_stop(directory, server_file, server_env) -> None:
+    """Stop the managers; their unfinished tasks go back to the server."""
+    stopped = _managers(directory, server_file, server_env).stop()
+    console.print(f"stopped {stopped} manager process(es)")
+
+
+@manager.command("status")
+@directory_option
+@server_file_option
+@server_env_option
+def manager_status(directory, server_file, server_env) -> None:
+    """List the local manager processes."""
+    table = Table("manager", "pid", "running", "cores", "log")
+    for p in _managers(directory, server_file, server_env).status():
+        table.add_row(str(p.index), str(p.pid or "-"), str(p.running), str(p.cores), p.log_file)
+    console.print(table)
+
+
+# -- QC stage ---------------------------------------------------------------------------------
+@main.group()
+def qc() -> None:
+    """The QC stage: torsion drives on QCFractal, cached and deduplicated."""
+
+
+@qc.command("presets")
+def qc_presets() -> None:
+    """List the QC specification presets."""
+    from bespoke_fractal.qc import list_presets
+
+    table = Table("preset", "aliases", "program", "method", "basis", "grid", "description")
+    for spec in list_presets():
+        table.add_row(
+            spec.name,
+            ", ".join(spec.aliases),
+            spec.program,
+            spec.method,
+            spec.basis or "-",
+            str(spec.grid_spacing),
+            spec.description,
+        )
+    console.print(table)
+
+
+def _connection(directory: Path, server_file, server_env, n_workers: int):
+    from bespoke_fractal.manager import ManagerSettings
+    from bespoke_fractal.session import ensure_embedded, external_connection
+
+    connection = external_connection(server_file, server_env)
+    if connection is None:
+        connection = ensure_embedded(directory, ManagerSettings(n_workers=n_workers))
+    return connection
+
+
+def _print_results(results, as_json: bool) -> int:
+    """Print profiles (or JSON) and one error line per failed drive; return the failures."""
+    from bespoke_fractal.qc.report import profile_table
+
+    if as_json:
+        click.echo(json.dumps([r.model_dump(mode="json") for r in results], indent=2))
+    for result in results:
+        if as_json:
+            continue
+        if result.grid:
+            console.print(profile_table(result))
+        if result.energy_note:
+            console.print(f"note: {result.energy_note}")
+    failed = [r for r in results if not r.ok]
+    for result in failed:
+        click.echo(f"Error: torsion drive {result.record_id} failed: {result.error}", err=True)
+    return len(failed)
+
+
+def _parse_indices(text: str, count: int) -> tuple[int, ...]:
+    try:
+        values = tuple(int(x) for x in text.replace("-", ",").split(","))
+    except ValueError:
+        raise click.BadParameter(f"'{text}' is not {count} comma-separated atom indices") from None
+    if len(values) != count:
+        raise click.BadParameter(f"'{text}' must have {count} atom indices")
+    return values
+
+
+@qc.command("drive")
+@click.option("--smiles", required=True, help="Molecule as SMILES (atom indices follow its order, H last).")
+@click.option("--dihedral", "dihedrals", multiple=True, help="Four atom indices, e.g. 0,1,2,3.")
+@click.option("--bond", "bonds", multiple=True, help="Two atom indices of a rotatable bond, e.g. 1,2.")
+@click.option("--preset", default="xtb-gfn2", show_default=True, help="QC specification preset.")
+@click.option("--grid-spacing", type=int, default=None, help="Override the preset's grid (degrees).")
+@click.option("--n-conformers", type=int, default=None, help="Override starting conformers.")
+@click.option("--timeout", type=float, default=None, help="Give up waiting after this many seconds.")
+@click.option(
+    "--n-workers",
+    type=int,
+    default=2,
+    show_default=True,
+    help="Compute managers started for the embedded server if none run.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
+@directory_option
+@server_file_option
+@server_env_option
+def qc_drive(
+    smiles,
+    dihedrals,
+    bonds,
+    preset,
+    grid_spacing,
+    n_conformers,
+    timeout,
+    n_workers,
+    as_json,
+    directory,
+    server_file,
+    server_env,
+) -> None:
+    """Drive torsions of one molecule and print their QC profiles (cached drives are reused)."""
+    from openff.toolkit import Molecule
+
+    from bespoke_fractal.qc import TorsionDriveStage, default_dihedral, get_preset
+
+    try:
+        molecule = Molecule.from_smiles(smiles, allow_undefined_stereo=False)
+    except Exception as exc:  # the toolkit raises many types for bad SMILES
+        raise click.ClickException(f"cannot read SMILES '{smiles}': {str(exc).splitlines()[0]}") from None
+    targets = [_parse_indices(d, 4) for d in dihedrals]
+    targets += [default_dihedral(molecule, _parse_indices(b, 2)) for b in bonds]
+    if not targets:
+        raise click.UsageError("name at least one --dihedral or --bond")
+    changes = {k: v for k, v in (("grid_spacing", grid_spacing), ("n_conformers", n_conformers)) if v}
+    spec = get_preset(preset, **changes)
+    connection = _connection(directory, server_file, server_env, n_workers)
+    results = TorsionDriveStage(connection.client()).run(molecule, targets, spec, timeout=timeout)
+    if _print_results(results, as_json):
+        sys.exit(1)
+
+
+@qc.command("demo")
+@click.option("--preset", default="xtb-gfn2", show_default=True, help="QC specification preset.")
+@click.option("--grid-spacing", type=int, default=30, show_default=True, help="Grid (degrees).")
+@click.option("--n-workers", type=int, default=2, show_default=True, help="Compute managers.")
+@click.option("--stop-after", is_flag=True, help="Stop the server and managers when done.")
+@click.option("--timeout", type=float, default=3600, show_default=True, help="Seconds to wait.")
+@directory_option
+def qc_demo(preset, grid_spacing, n_workers, stop_after, timeout, directory) -> None:
+    """Drive the aryl-N torsion of paracetamol on the embedded server and print the profile.
+
+    The first run computes it; later runs find the cached record and finish in seconds.
+    """
+    from bespoke_fractal.qc import get_preset
+    from bespoke_fractal.qc.demo import run_demo
+
+    start = time.monotonic()
+    connection = _connection(directory, None, False, n_workers)
+    console.print(f"embedded QCFractal server at {connection.address} ({time.monotonic() - start:.1f} s)")
+    result = run_demo(connection, get_preset(preset, grid_spacing=grid_spacing), timeout=timeout)
+    failed = _print_results([result], as_json=False)
+    console.print(f"wall time {time.monotonic() - start:.1f} s")
+    if stop_after:
+        from bespoke_fractal.server import EmbeddedServer
+        from bespoke_fractal.session import embedded_managers
+
+        server = EmbeddedServer(directory)
+        embedded_managers(server).stop()
+        server.stop()
+    else:
+        console.print(
+            f"server and managers keep running: stop them with "
+            f"'bespoke-fractal server stop --directory {directory}'"
+        )
+    if failed:
+        sys.exit(1)

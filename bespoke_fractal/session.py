@@ -1,0 +1,38 @@
+"""Which server to talk to: the embedded one in a directory (started if needed) or an external one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bespoke_fractal.manager import LocalManagers, ManagerSettings
+from bespoke_fractal.server import EmbeddedServer, ServerConnection
+from bespoke_fractal.server.embedded import Role
+
+DEFAULT_DIRECTORY = Path("bespoke-executor")
+
+
+def external_connection(server_file: str | Path | None, use_environment: bool) -> ServerConnection | None:
+    """An external server from a credentials file or ``QCPORTAL_*`` variables; None for embedded."""
+    if server_file:
+        return ServerConnection.from_file(server_file)
+    if use_environment:
+        return ServerConnection.from_environment()
+    return None
+
+
+def embedded_managers(server: EmbeddedServer, settings: ManagerSettings | None = None) -> LocalManagers:
+    """The local managers of an embedded server, logging in with its compute account."""
+    return LocalManagers(server.directory / "managers", server.connection("compute"), settings)
+
+
+def ensure_embedded(
+    directory: str | Path, manager_settings: ManagerSettings | None = None, role: Role = "submit"
+) -> ServerConnection:
+    """Start the embedded server in ``directory`` and its managers if they are not running."""
+    server = EmbeddedServer(directory)
+    server.start()
+    if manager_settings is None or manager_settings.n_workers > 0:
+        managers = embedded_managers(server, manager_settings)
+        if not any(m.running for m in managers.status()):
+            managers.start()
+    return server.connection(role)

@@ -1,0 +1,88 @@
+"""The command line, run as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXE = str(Path(sys.executable).parent / "bespoke-fractal")
+
+
+def run(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([EXE, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_help_speaks_to_chemists():
+    out = run("--help").stdout
+    assert "torsion" in out and "QCFractal" in out
+    for group in ("server", "manager", "qc"):
+        assert group in out
+    assert "--n-workers" in run("manager", "start", "--help").stdout
+
+
+def test_server_status(embedded_server):
+    result = run("server", "status", "--directory", str(embedded_server.directory))
+    assert result.returncode == 0
+    assert "running" in result.stdout and embedded_server.address in result.stdout
+
+
+def test_drive_prints_profile_and_reuses_cache(embedded_server, managers):
+    args = [
+        "qc",
+        "drive",
+        "--smiles",
+        "CCO",
+        "--bond",
+        "0,1",
+        "--preset",
+        "debug",
+        "--grid-spacing",
+        "60",
+        "--directory",
+        str(embedded_server.directory),
+    ]
+    first = run(*args, "--json")
+    assert first.returncode == 0, first.stderr
+    profile = json.loads(first.stdout)[0]
+    assert profile["status"] == "complete"
+    assert len(profile["grid"]) == 6
+    second = run(*args)
+    assert second.returncode == 0, second.stderr
+    assert f"record {profile['record_id']}" in second.stdout
+    assert "kcal/mol" in second.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--smiles", "C1CC(", "--bond", "0,1"], "cannot read SMILES"),
+        (["--smiles", "C1CCCCC1", "--bond", "0,1"], "ring"),
+        (["--smiles", "CCO", "--bond", "0,7"], "not bonded"),
+        (["--smiles", "CCO", "--bond", "0,1", "--preset", "nope"], "unknown QC preset"),
+        (["--smiles", "CCO", "--bond", "0,1", "--grid-spacing", "120"], "must divide 180"),
+        (["--smiles", "CCO", "--dihedral", "0,1,x,3"], "comma-separated"),
+        (["--smiles", "CCO"], "--dihedral or --bond"),
+    ],
+)
+def test_bad_input_gives_one_error_line(embedded_server, args, message):
+    result = run("qc", "drive", *args, "--directory", str(embedded_server.directory))
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert any(message in line for line in lines), result.stderr
+    assert "Traceback" not in result.stderr
+    error_lines = [line for line in lines if line.startswith("Error")]
+    assert len(error_lines) == 1
+
+
+def test_unreachable_external_server(tmp_path):
+    creds = tmp_path / "server.yaml"
+    creds.write_text("address: http://127.0.0.1:9\nusername: me\npassword: not-on-the-command-line\n")
+    creds.chmod(0o600)
+    result = run("qc", "drive", "--smiles", "CCO", "--bond", "0,1", "--server-file", str(creds))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("Error: cannot reach a QCFractal server")
+    assert "not-on-the-command-line" not in result.stderr + result.stdout
