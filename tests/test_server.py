@@ -121,3 +121,28 @@ def test_malformed_credentials_file(tmp_path, content, message):
     os.chmod(path, 0o600)
     with pytest.raises(CredentialsError, match=message):
         ServerConnection.from_file(path)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root hands PostgreSQL to another account")
+def test_directory_postgres_cannot_enter_keeps_data_outside(tmp_path_factory):
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from bespoke_fractal.server import EmbeddedServer
+
+    private = Path(tempfile.mkdtemp(prefix="bf-private-"))  # 0700, like root's home
+    assert stat.S_IMODE(private.stat().st_mode) == 0o700
+    server = EmbeddedServer(private / "executor")
+    try:
+        status = server.start()
+        assert status.running and status.postgres_running
+        link = private / "executor" / "postgres"
+        assert link.is_symlink()
+        assert str(link.resolve()).startswith("/var/lib/bespoke-fractal/")
+        assert server.connection("submit").client().list_datasets() == []
+    finally:
+        server.stop()
+        target = (private / "executor" / "postgres").resolve()
+        shutil.rmtree(private, ignore_errors=True)
+        shutil.rmtree(target, ignore_errors=True)

@@ -10,6 +10,7 @@ Layout of the directory::
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import shutil
@@ -24,12 +25,13 @@ from pydantic import BaseModel, SecretStr
 from bespoke_fractal import _process
 from bespoke_fractal.errors import CredentialsError, ServerError
 from bespoke_fractal.server.connection import ServerConnection
-from bespoke_fractal.server.postgres import PostgresInstance
+from bespoke_fractal.server.postgres import PostgresInstance, postgres_can_enter
 
 Role = Literal["admin", "submit", "compute", "read"]
 ROLES: tuple[Role, ...] = ("admin", "submit", "compute", "read")
 DATABASE_NAME = "qcfractal"
 DATABASE_USER = "qcfractal"
+EXTERNAL_POSTGRES_ROOT = Path("/var/lib/bespoke-fractal")
 
 
 def _secret() -> str:
@@ -148,7 +150,29 @@ class EmbeddedServer:
         self.log_file = self.qcfractal_dir / "qcfractal_server.log"
         self.pid_file = self.qcfractal_dir / "qcfractal_server.pid"
         self.state_file = self.directory / "server.json"
-        self.postgres = PostgresInstance(self.directory / "postgres")
+        self._postgres: PostgresInstance | None = None
+
+    @property
+    def postgres(self) -> PostgresInstance:
+        """The PostgreSQL instance; its data is ``DIR/postgres`` (or where that link points)."""
+        if self._postgres is None:
+            self._postgres = PostgresInstance((self.directory / "postgres").resolve())
+        return self._postgres
+
+    def _place_postgres(self) -> None:
+        """Keep PostgreSQL's data in DIR unless its account cannot enter DIR (e.g. a 0700 home
+        when running as root): then it goes to /var/lib/bespoke-fractal and DIR/postgres links to it."""
+        link = self.directory / "postgres"
+        if os.geteuid() != 0 or link.exists() or link.is_symlink():
+            return
+        if postgres_can_enter(self.directory):
+            return
+        digest = hashlib.sha256(str(self.directory).encode()).hexdigest()[:16]
+        outside = EXTERNAL_POSTGRES_ROOT / digest
+        outside.mkdir(parents=True, exist_ok=True)
+        os.chmod(EXTERNAL_POSTGRES_ROOT, 0o755)
+        link.symlink_to(outside, target_is_directory=True)
+        self._postgres = None
 
     # -- state and secrets ------------------------------------------------------------------
     @property
@@ -204,6 +228,7 @@ class EmbeddedServer:
         self.state_file.write_text(state.model_dump_json(indent=2))
         self._write_config(state, credentials)
 
+        self._place_postgres()
         if not self.postgres.initialized:
             self.postgres.initialize(
                 credentials.database.username, credentials.database.password.get_secret_value()

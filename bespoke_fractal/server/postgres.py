@@ -39,6 +39,14 @@ def postgres_bin_dir() -> Path:
     )
 
 
+def postgres_can_enter(path: Path) -> bool:
+    """True when PostgreSQL's account (root's case) can traverse every directory down to ``path``."""
+    if os.geteuid() != 0:
+        return True
+    probe = subprocess.run(["runuser", "-u", POSTGRES_ACCOUNT, "--", "test", "-x", str(path)])
+    return probe.returncode == 0
+
+
 class PostgresInstance:
     """initdb/start/stop of one PostgreSQL cluster in ``root`` (data, socket and log)."""
 
@@ -80,8 +88,7 @@ class PostgresInstance:
                 f"running as root needs a system account '{self._account}' for PostgreSQL: "
                 f"create it with 'adduser --system --group {self._account}'"
             ) from None
-        probe = subprocess.run(["runuser", "-u", self._account, "--", "test", "-x", str(self.root)])
-        if probe.returncode != 0:
+        if not postgres_can_enter(self.root):
             raise ServerError(
                 f"the '{self._account}' account cannot reach {self.root}: every parent directory "
                 "must be traversable (o+x); choose a directory outside a private home"
