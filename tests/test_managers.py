@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 
+import psutil
 import pytest
 from openff.toolkit import Molecule
 
@@ -27,9 +29,17 @@ def test_workers_pinned_to_own_cores_with_thread_limits(managers):
 
 
 def test_managers_registered_with_the_server(managers, admin_client):
-    active = [m for m in admin_client.query_managers() if str(m.status.value) == "active"]
-    names = {m.name.split("-vm")[0].rsplit("-", 1)[0] for m in active}
-    assert any(name.startswith("bespoke-local") for name in names)
+    deadline = time.monotonic() + 120
+    while True:
+        active = [
+            m
+            for m in admin_client.query_managers()
+            if str(m.status.value) == "active" and m.name.startswith("bespoke-local-")
+        ]
+        if len(active) >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert len(active) >= 2
     programs = set().union(*(m.programs for m in active))
     assert {"rdkit", "xtb", "geometric", "torsiondrive"} <= programs
 
@@ -38,8 +48,13 @@ def _running_optimizations(client) -> int:
     return sum(1 for _ in client.query_records(record_type="optimization", status="running"))
 
 
-def test_sigterm_returns_tasks_and_another_manager_finishes(stage, managers, admin_client, embedded_server):
-    molecule = Molecule.from_smiles("CCCN")
+@pytest.mark.parametrize("how, smiles", [("sigterm", "CCCN"), ("sigkill", "CCCCl")])
+def test_stopped_manager_hands_its_drive_to_another(
+    how, smiles, stage, managers, admin_client, embedded_server
+):
+    """SIGTERM: the manager returns its tasks at once. SIGKILL of the manager and its task
+    processes (a node dying): the server takes the tasks back after missed heartbeats."""
+    molecule = Molecule.from_smiles(smiles)
     spec = get_preset("debug", grid_spacing=60)
     drive = stage.submit(molecule, [default_dihedral(molecule, (1, 2))], spec)[0]
     deadline = time.monotonic() + 120
@@ -47,11 +62,17 @@ def test_sigterm_returns_tasks_and_another_manager_finishes(stage, managers, adm
         assert time.monotonic() < deadline, "no optimisation started"
         time.sleep(0.2)
 
-    assert managers.stop() == 2
+    if how == "sigterm":
+        assert managers.stop() == 2
+        logs = "".join(p.read_text() for p in managers.directory.glob("manager-*.log"))
+        assert "returned" in logs.lower()
+        assert _running_optimizations(admin_client) == 0  # nothing left with the stopped managers
+    else:
+        pids = [process.pid for process in managers.status()]
+        for pid in pids:
+            os.killpg(pid, signal.SIGKILL)
+        psutil.wait_procs([psutil.Process(pid) for pid in pids if psutil.pid_exists(pid)], timeout=10)
     assert not any(p.running for p in managers.status())
-    logs = "".join(p.read_text() for p in managers.directory.glob("manager-*.log"))
-    assert "returned" in logs.lower()
-    assert _running_optimizations(admin_client) == 0  # nothing left assigned to the dead managers
 
     other = LocalManagers(
         embedded_server.directory / "other-managers",

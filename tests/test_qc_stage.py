@@ -119,3 +119,28 @@ def test_errored_drive_is_reported_and_good_drive_completes(stage):
     assert bad.error and "\n" not in bad.error
     assert "no-such-forcefield" in bad.error.lower() or "method" in bad.error.lower()
     assert not bad.grid
+
+
+def test_another_user_reuses_the_record(embedded_server, admin_client, butane_result, record_count):
+    """A second submit account on the same server finds the first account's drive."""
+    import secrets
+
+    from qcportal.auth import UserInfo
+
+    from bespoke_fractal.qc import TorsionDriveStage
+    from bespoke_fractal.server import ServerConnection
+
+    password = secrets.token_urlsafe(24)
+    admin_client.add_user(UserInfo(username="second-chemist", role="submit", enabled=True), password)
+    other = TorsionDriveStage(
+        ServerConnection(
+            address=embedded_server.address, username="second-chemist", password=password
+        ).client()
+    )
+    _, first = butane_result
+    before = record_count(admin_client)
+    molecule = _butane("C(CC)C", seed=99)
+    drive = other.submit(molecule, [_central_dihedral(molecule)], SPEC)[0]
+    assert drive.record_id == first.record_id and not drive.new_entry
+    assert other.results([drive])[0].ok
+    assert record_count(admin_client) == before
