@@ -103,7 +103,7 @@ def to_qcportal_molecule(molecule: Molecule, geometry_angstrom: np.ndarray):
     return PortalMolecule(**data)
 
 
-def _error_line(client: PortalClient, record) -> tuple[str, bool]:
+def _error_line(record) -> tuple[str, bool]:
     """One clear line for an errored drive (the child optimisation's real message if any) and
     whether the failure is permanent."""
     messages: list[tuple[str, str]] = []
@@ -228,7 +228,7 @@ class TorsionDriveStage:
                 for record in records:
                     status = str(getattr(record.status, "value", record.status))
                     if status == "error" and record.id not in errors:
-                        line, permanent = _error_line(self.client, record)
+                        line, permanent = _error_line(record)
                         if not permanent and resets[record.id] < max_resets:
                             resets[record.id] += 1
                             self.client.reset_records([record.id])
@@ -270,7 +270,7 @@ class TorsionDriveStage:
             record = records[drive.record_id]
             status = str(getattr(record.status, "value", record.status))
             if status == "error" and drive.record_id not in errors:
-                errors[drive.record_id] = _error_line(self.client, record)[0]
+                errors[drive.record_id] = _error_line(record)[0]
             result = TorsionDriveResult(
                 record_id=drive.record_id,
                 status=status,
