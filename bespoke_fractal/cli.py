@@ -365,3 +365,161 @@ def qc_demo(preset, grid_spacing, n_workers, stop_after, timeout, directory) -> 
         )
     if failed:
         sys.exit(1)
+
+
+# ---- workflow and fragmentation -------------------------------------------------------
+
+
+def _parse_changes(pairs: tuple[str, ...]) -> dict:
+    """``--set a.b=value`` pairs; values are read as YAML (30 -> int, true -> bool)."""
+    import yaml
+
+    changes = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"'{pair}' is not FIELD=VALUE", param_hint="--set")
+        changes[key.strip()] = yaml.safe_load(value) if value.strip() else None
+    return changes
+
+
+def _factory(preset: str | None, workflow_file: Path | None, changes: tuple[str, ...]):
+    from bespoke_fractal.workflow import BespokeWorkflowFactory
+
+    if preset and workflow_file:
+        raise click.UsageError("give --workflow or --workflow-file, not both")
+    if workflow_file:
+        factory = BespokeWorkflowFactory.from_file(workflow_file)
+    else:
+        factory = BespokeWorkflowFactory.from_preset(preset or "default")
+    return factory.with_changes(_parse_changes(changes))
+
+
+workflow_options = [
+    click.option("--workflow", "preset", help="Workflow preset: default, xtb or debug (default: default)."),
+    click.option(
+        "--workflow-file",
+        type=click.Path(dir_okay=False, exists=True, path_type=Path),
+        help="Workflow saved with 'workflow save' (YAML or JSON).",
+    ),
+    click.option(
+        "--set",
+        "changes",
+        multiple=True,
+        metavar="FIELD=VALUE",
+        help="Change one workflow field, e.g. --set qc_spec.grid_spacing=30 (repeatable).",
+    ),
+]
+
+
+def with_workflow_options(function):
+    for option in reversed(workflow_options):
+        function = option(function)
+    return function
+
+
+@main.group()
+def workflow() -> None:
+    """Workflows: force field, target torsions, fragmenter, QC and optimiser settings."""
+
+
+@workflow.command("presets")
+def workflow_presets() -> None:
+    """List the workflow presets."""
+    from bespoke_fractal.workflow import BespokeWorkflowFactory, list_workflow_presets
+
+    table = Table("preset", "QC", "grid", "conformers", "fragmenter", "description")
+    for name, description in list_workflow_presets().items():
+        factory = BespokeWorkflowFactory.from_preset(name)
+        spec = factory.qc_spec
+        table.add_row(
+            name,
+            spec.label,
+            f"{spec.grid_spacing}°",
+            str(spec.n_conformers),
+            factory.fragmentation_engine.type,
+            description,
+        )
+    console.print(table)
+
+
+@workflow.command("show")
+@with_workflow_options
+def workflow_show(preset, workflow_file, changes) -> None:
+    """Print a workflow as YAML."""
+    import yaml
+
+    factory = _factory(preset, workflow_file, changes)
+    click.echo(yaml.safe_dump(factory.model_dump(mode="json"), sort_keys=False), nl=False)
+
+
+@workflow.command("save")
+@click.argument("output", type=click.Path(dir_okay=False, path_type=Path))
+@with_workflow_options
+def workflow_save(output, preset, workflow_file, changes) -> None:
+    """Save a workflow to OUTPUT (.yaml, .yml or .json) to edit or reuse."""
+    factory = _factory(preset, workflow_file, changes)
+    factory.to_file(output)
+    console.print(f"saved workflow to {output}")
+
+
+@main.command("fragment")
+@click.option("--smiles", "smiles", multiple=True, help="A molecule as SMILES (repeatable).")
+@click.option(
+    "--file",
+    "files",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="SDF or MOL2 file, one or many molecules (repeatable).",
+)
+@with_workflow_options
+@click.option("--enumerate-stereo", is_flag=True, help="Fit every stereoisomer of undefined centres.")
+@click.option("--n-workers", type=int, default=1, show_default=True, help="Worker processes.")
+@click.option(
+    "--cache-directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("bespoke-executor") / "am1-cache",
+    show_default=True,
+    help="Where AM1 bond orders are kept for reuse.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the job descriptions as JSON.")
+def fragment(
+    smiles, files, preset, workflow_file, changes, enumerate_stereo, n_workers, cache_directory, as_json
+):
+    """Fragment molecules and show which torsion of which fragment each target bond is driven on.
+
+    Nothing is computed on a QC server; this is the first stage of 'executor submit'.
+    """
+    from bespoke_fractal.workflow import build_schemas, unique_drives
+
+    if not smiles and not files:
+        raise click.UsageError("give at least one --smiles or --file")
+    factory = _factory(preset, workflow_file, changes)
+    outcomes = build_schemas(
+        factory, [*smiles, *files], n_workers, cache_directory, enumerate_stereo=enumerate_stereo
+    )
+    good = [o.schema_ for o in outcomes if o.ok]
+    if as_json:
+        click.echo(json.dumps([o.model_dump(mode="json", by_alias=True) for o in outcomes], indent=2))
+    else:
+        table = Table("molecule", "fragments", "target bonds", "drives", "AM1 run/reused", "seconds")
+        for outcome in outcomes:
+            if not outcome.ok:
+                continue
+            fragmented = outcome.schema_.fragmentation
+            table.add_row(
+                outcome.name,
+                str(len(fragmented.fragments)),
+                str(sum(len(t.parent_bonds) for t in fragmented.targets)),
+                str(len(fragmented.unique_identities)),
+                f"{fragmented.am1_computed}/{fragmented.am1_reused}",
+                f"{outcome.seconds:.1f}",
+            )
+        console.print(table)
+        console.print(f"{len(unique_drives(good))} distinct torsion drives for {len(good)} molecule(s)")
+    for outcome in outcomes:
+        if not outcome.ok:
+            prefix = "" if outcome.error.startswith(outcome.name) else f"{outcome.name}: "
+            click.echo(f"Error: {prefix}{outcome.error}", err=True)
+    if len(good) < len(outcomes):
+        sys.exit(1)

@@ -19,3 +19,19 @@ class ManagerError(BespokeFractalError):
 
 class TorsionDriveError(BespokeFractalError):
     """A torsion drive could not be submitted or did not complete."""
+
+
+class MoleculeInputError(BespokeFractalError):
+    """A molecule could not be read, or cannot be fitted as given."""
+
+
+class NothingToFitError(BespokeFractalError):
+    """A molecule has no bond matched by the workflow's target torsion SMARTS."""
+
+
+class WorkflowError(BespokeFractalError):
+    """A workflow file or setting is invalid."""
+
+
+class FragmentationError(BespokeFractalError):
+    """The fragmenter failed on a molecule."""

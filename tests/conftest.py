@@ -64,3 +64,9 @@ def record_count():
         return sum(1 for _ in client.query_records())
 
     return count
+
+
+@pytest.fixture(scope="session")
+def am1_cache_directory(tmp_path_factory) -> Path:
+    """AM1 bond orders shared by every fragmentation test of the session."""
+    return tmp_path_factory.mktemp("am1-cache")

@@ -86,3 +86,51 @@ def test_unreachable_external_server(tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("Error: cannot reach a QCFractal server")
     assert "not-on-the-command-line" not in result.stderr + result.stdout
+
+
+def test_workflow_save_change_and_reload(tmp_path):
+    saved = tmp_path / "mine.yaml"
+    result = run("workflow", "save", str(saved), "--workflow", "xtb", "--set", "qc_spec.grid_spacing=30")
+    assert result.returncode == 0, result.stderr
+    shown = run("workflow", "show", "--workflow-file", str(saved), "--set", "optimizer.max_iterations=3")
+    assert shown.returncode == 0, shown.stderr
+    assert "grid_spacing: 30" in shown.stdout and "max_iterations: 3" in shown.stdout
+    assert "program: xtb" in shown.stdout
+    presets = run("workflow", "presets").stdout
+    assert all(name in presets for name in ("default", "xtb", "debug"))
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--set", "qc_spec.grid_spacing=7"], "must divide 180"),
+        (["--set", "nonsense=1"], "nonsense: Extra inputs are not permitted"),
+        (["--set", "justtext"], "is not FIELD=VALUE"),
+        (["--workflow", "fastest"], "unknown workflow preset"),
+    ],
+)
+def test_bad_workflow_changes_give_one_error_line(args, message):
+    result = run("workflow", "show", *args)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if "Error" in line]
+    assert len(errors) == 1 and message in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_fragment_reports_each_molecule_and_each_bad_one(tmp_path, am1_cache_directory):
+    result = run(
+        "fragment",
+        "--smiles", "CCCC",
+        "--smiles", "C1CC(",
+        "--smiles", "CCO",
+        "--workflow", "debug",
+        "--cache-directory", str(am1_cache_directory),
+        "--json",
+    )  # fmt: skip
+    assert result.returncode == 1
+    outcomes = json.loads(result.stdout)
+    assert [o["schema"] is not None for o in outcomes] == [True, False, False]
+    assert outcomes[0]["schema"]["fragmentation"]["targets"][0]["parent_bonds"] == [[1, 2]]
+    errors = result.stderr.strip().splitlines()
+    assert len(errors) == 2
+    assert "cannot read SMILES" in errors[0] and "nothing to fit" in errors[1]

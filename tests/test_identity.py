@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 from openff.toolkit import Molecule
-from openff.toolkit.utils.exceptions import UndefinedStereochemistryError
 from pydantic import ValidationError
 from rdkit import Chem
 from rdkit.Chem import AllChem
@@ -211,10 +210,18 @@ def test_stereochemistry_is_kept() -> None:
     assert keys["C[C@H](O)CC"] != keys["C[C@@H](O)CC"]
 
 
-def test_undefined_stereochemistry_is_rejected_by_the_toolkit() -> None:
+def test_undefined_stereochemistry_gets_its_own_stable_identity() -> None:
+    """Fragments may lose a parent's stereocentre: they still get one identity and geometry."""
     molecule = Molecule.from_smiles("CC(F)CO", allow_undefined_stereo=True)
-    with pytest.raises(UndefinedStereochemistryError):
-        canonicalize_torsion(molecule, match(molecule, "[#6:1]-[#6:2]-[#6:3]-[#8:4]"))
+    smarts = "[#6:1]-[#6:2]-[#6:3]-[#8:4]"
+    identity = canonicalize_torsion(molecule, match(molecule, smarts)).identity
+    assert "@" not in identity.mapped_smiles
+    other, mapping = shuffled(molecule, seed=5)
+    assert canonicalize_torsion(other, remapped(match(molecule, smarts), mapping)).identity == identity
+    first, second = (starting_geometries(identity, 1)[0] for _ in range(2))
+    assert np.array_equal(first, second)
+    defined = Molecule.from_smiles("C[C@H](F)CO")
+    assert canonicalize_torsion(defined, match(defined, smarts)).identity != identity
 
 
 def test_identity_model() -> None:

@@ -7,8 +7,9 @@ dihedrals was named; `starting_geometries` derives the starting conformers from 
 alone, so the same torsion always gives the same QCFractal molecules.
 
 Canonical atom order: RDKit canonical ranks (chirality included, ties broken), heavy atoms
-first, as `Molecule.canonical_order_atoms` does. Molecules with undefined stereochemistry are
-rejected by the toolkit (`UndefinedStereochemistryError`). Canonical order and ETKDG
+first, as `Molecule.canonical_order_atoms` does. Undefined stereochemistry is allowed (a
+fragment can lose a stereocentre its parent defines); the identity then has no stereo mark and
+ETKDG's fixed seed still gives one geometry. Canonical order and ETKDG
 geometries are only guaranteed stable for a fixed RDKit version.
 """
 
@@ -55,7 +56,8 @@ class TorsionIdentity(BaseModel):
 
     def to_molecule(self) -> Molecule:
         """The molecule with its atoms in canonical order (no conformers)."""
-        return Molecule.from_mapped_smiles(self.mapped_smiles)
+        # fragments may keep a stereocentre undefined that their parent defines
+        return Molecule.from_mapped_smiles(self.mapped_smiles, allow_undefined_stereo=True)
 
 
 class CanonicalTorsion(BaseModel):
@@ -83,7 +85,7 @@ def canonicalize_torsion(molecule: Molecule, dihedral: Sequence[int]) -> Canonic
     input_to_canonical = {old: new for new, old in enumerate(canonical_to_input)}
     mapped_smiles = molecule.remap(input_to_canonical, current_to_new=True).to_smiles(mapped=True)
     # symmetry is computed on the molecule rebuilt from the SMILES: it depends on nothing else
-    canonical_rdmol = Molecule.from_mapped_smiles(mapped_smiles).to_rdkit()
+    canonical_rdmol = Molecule.from_mapped_smiles(mapped_smiles, allow_undefined_stereo=True).to_rdkit()
     a, b, c, d = (input_to_canonical[i] for i in input_dihedral)
     identity = TorsionIdentity(
         mapped_smiles=mapped_smiles,
@@ -143,6 +145,38 @@ def starting_geometries(identity: TorsionIdentity, n_conformers: int) -> list[np
     return [np.round(rdmol.GetConformer(i).GetPositions(), COORDINATE_DECIMALS) + 0.0 for i in conformer_ids]
 
 
+def equivalent_bond_key(molecule: Molecule, bond: Sequence[int]) -> tuple[int, int]:
+    """The smallest bond (sorted input indices) that an automorphism maps `bond` onto.
+
+    Two bonds are symmetry-equivalent exactly when their keys are equal, e.g. the two
+    ring-CH2 bonds of 1,4-diethylbenzene.
+    """
+    rdmol = molecule.to_rdkit()
+    b, c = (_atom_index(rdmol, i) for i in bond)
+    if rdmol.GetBondBetweenAtoms(b, c) is None:
+        raise ValueError(f"atoms {_name(rdmol, b)} and {_name(rdmol, c)} are not bonded")
+    classes = list(Chem.CanonicalRankAtoms(rdmol, breakTies=False, includeChirality=True))
+    pattern = (classes[b], classes[c])
+    candidates = sorted(
+        pair
+        for other in rdmol.GetBonds()
+        for pair in (
+            (other.GetBeginAtomIdx(), other.GetEndAtomIdx()),
+            (other.GetEndAtomIdx(), other.GetBeginAtomIdx()),
+        )
+        if (classes[pair[0]], classes[pair[1]]) == pattern
+    )
+    for i, j in candidates:
+        if _is_image(rdmol, (b, c), (i, j)):
+            return min(i, j), max(i, j)
+    raise AssertionError("unreachable: the bond is an image of itself")
+
+
+def canonical_atom_order(rdmol: Chem.Mol) -> list[int]:
+    """Input atom indices in canonical order (see the module docstring)."""
+    return _canonical_order(rdmol)
+
+
 def _canonical_order(rdmol: Chem.Mol) -> list[int]:
     """Input atom indices in canonical order: RDKit canonical ranks, heavy atoms first."""
     ranks = list(Chem.CanonicalRankAtoms(rdmol, breakTies=True, includeChirality=True))
@@ -183,9 +217,9 @@ def _smallest_equivalent(rdmol: Chem.Mol, dihedral: Dihedral) -> Dihedral:
     raise AssertionError("unreachable: the dihedral is an image of itself")
 
 
-def _is_image(rdmol: Chem.Mol, dihedral: Dihedral, image: Dihedral) -> bool:
-    """Whether an automorphism of `rdmol` maps `dihedral` atom by atom onto `image`."""
-    if dihedral == image:
+def _is_image(rdmol: Chem.Mol, dihedral: Sequence[int], image: Sequence[int]) -> bool:
+    """Whether an automorphism of `rdmol` maps the atoms of `dihedral` one by one onto `image`."""
+    if tuple(dihedral) == tuple(image):
         return True
     params = Chem.SubstructMatchParameters()
     params.useChirality = True
@@ -195,8 +229,8 @@ def _is_image(rdmol: Chem.Mol, dihedral: Dihedral, image: Dihedral) -> bool:
     return bool(target.GetSubstructMatches(query, params))
 
 
-def _tagged(rdmol: Chem.Mol, dihedral: Dihedral) -> Chem.Mol:
-    """A copy of `rdmol` whose dihedral atoms carry slots 1-4 and all others slot 0."""
+def _tagged(rdmol: Chem.Mol, dihedral: Sequence[int]) -> Chem.Mol:
+    """A copy of `rdmol` whose listed atoms carry slots 1, 2, ... and all others slot 0."""
     tagged = Chem.Mol(rdmol)
     for atom in tagged.GetAtoms():
         atom.SetIntProp(_SLOT, 0)

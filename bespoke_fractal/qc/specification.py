@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from functools import cache
 from importlib import resources
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from rdkit import Chem
 
 # OpenFF's geomeTRIC settings for torsion drives (dlc fails on constrained drives; tric works).
 DEFAULT_GEOMETRIC_KEYWORDS: dict[str, Any] = {
@@ -39,6 +41,9 @@ class QCSpec(BaseModel):
         None, description="torsiondrive: skip grid points this far (Hartree) above the minimum"
     )
     aliases: tuple[str, ...] = ()
+    elements: tuple[str, ...] = Field(
+        (), description="elements the method handles, symbols or ranges such as 'H-Rn'; empty: any"
+    )
 
     @field_validator("program", "method")
     @classmethod
@@ -49,6 +54,12 @@ class QCSpec(BaseModel):
     @classmethod
     def _basis(cls, value: str | None) -> str | None:
         return value.strip().lower() if value else None
+
+    @field_validator("elements")
+    @classmethod
+    def _elements(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        _atomic_numbers(value)
+        return value
 
     @field_validator("grid_spacing")
     @classmethod
@@ -61,7 +72,14 @@ class QCSpec(BaseModel):
 
     def science(self) -> dict[str, Any]:
         """The fields that change the computed result (not names or descriptions)."""
-        return self.model_dump(exclude={"name", "description", "aliases"})
+        return self.model_dump(exclude={"name", "description", "aliases", "elements"})
+
+    def unsupported_elements(self, symbols: Iterable[str]) -> list[str]:
+        """The symbols among `symbols` this method cannot do, sorted and unique."""
+        if not self.elements:
+            return []
+        allowed = _atomic_numbers(self.elements)
+        return sorted({s for s in symbols if _ATOMIC_NUMBER[s] not in allowed})
 
     @property
     def fingerprint(self) -> str:
@@ -108,6 +126,23 @@ class QCSpec(BaseModel):
                 energy_upper_limit=self.energy_upper_limit,
             ),
         )
+
+
+_TABLE = Chem.GetPeriodicTable()
+_ATOMIC_NUMBER = {_TABLE.GetElementSymbol(z): z for z in range(1, 119)}
+
+
+def _atomic_numbers(elements: Iterable[str]) -> set[int]:
+    numbers: set[int] = set()
+    for item in elements:
+        first, _, last = item.partition("-")
+        try:
+            low = _ATOMIC_NUMBER[first.strip()]
+            high = _ATOMIC_NUMBER[last.strip()] if last else low
+        except KeyError:
+            raise ValueError(f"unknown element in '{item}'") from None
+        numbers.update(range(low, high + 1))
+    return numbers
 
 
 @cache

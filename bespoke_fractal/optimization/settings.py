@@ -1,0 +1,61 @@
+"""Settings of the torsion fit: ForceBalance options, priors and the torsion-profile target."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class TorsionProfileTarget(BaseModel):
+    """How QC torsion profiles enter the ForceBalance objective."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    weight: float = Field(1.0, gt=0, description="weight of the target in the objective")
+    energy_denominator: float = Field(
+        1.0, gt=0, description="kcal/mol; energy differences are divided by this"
+    )
+    energy_cutoff: float = Field(
+        10.0, gt=0, description="kcal/mol; grid points this far above the minimum are down-weighted"
+    )
+    restrain_k: float = Field(
+        1.0, ge=0, description="kcal/mol/Å² restraint on non-driven atoms when relaxing MM geometries"
+    )
+
+
+class ForceBalanceSettings(BaseModel):
+    """ForceBalance optimiser settings (the names follow ForceBalance's own options)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["ForceBalance"] = "ForceBalance"
+    max_iterations: int = Field(10, ge=1, description="maximum optimisation steps")
+    penalty_type: Literal["L1", "L2"] = "L2"
+    job_type: Literal["optimize"] = "optimize"
+    step_convergence_threshold: float = Field(0.01, gt=0)
+    objective_convergence_threshold: float = Field(0.01, gt=0)
+    gradient_convergence_threshold: float = Field(0.01, gt=0)
+    n_criteria: int = Field(2, ge=1, le=3, description="criteria that must be met to stop")
+    eigenvalue_lower_bound: float = Field(0.01, gt=0)
+    finite_difference_h: float = Field(0.01, gt=0)
+    penalty_additive: float = Field(1.0, ge=0)
+    initial_trust_radius: float = Field(-0.25, description="negative: adaptive trust radius")
+    minimum_trust_radius: float = Field(0.05, gt=0)
+    torsion_prior: float = Field(
+        6.0, gt=0, description="kcal/mol; width of the prior on torsion force constants"
+    )
+    target: TorsionProfileTarget = Field(default_factory=TorsionProfileTarget)
+
+
+class SMIRKSSettings(BaseModel):
+    """Which bespoke torsion parameters are made."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    expand_torsion_terms: bool = Field(
+        True, description="fit periodicities 1-4 for every bespoke torsion, not only the base ones"
+    )
+    generate_bespoke_terms: bool = Field(
+        True, description="new SMIRKS specific to the molecule; off: refit the matching base torsions"
+    )
