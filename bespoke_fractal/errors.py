@@ -35,3 +35,8 @@ class WorkflowError(BespokeFractalError):
 
 class FragmentationError(BespokeFractalError):
     """The fragmenter failed on a molecule."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message, or its type name."""
+    return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from openff.toolkit import ForceField, Molecule
 
-from bespoke_fractal.errors import MoleculeInputError, WorkflowError
+from bespoke_fractal.errors import MoleculeInputError, WorkflowError, first_line
 
 
 def load_force_field(name: str) -> ForceField:
@@ -25,7 +25,7 @@ def _load(name: str, _mtime: float) -> ForceField:
             warnings.simplefilter("ignore")
             return ForceField(name, load_plugins=False)
     except Exception as exc:
-        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        first = first_line(exc)
         raise WorkflowError(f"cannot load force field '{name}': {first}") from None
 
 
@@ -51,7 +51,7 @@ def check_parametrizes(name: str, molecule: Molecule) -> None:
             warnings.simplefilter("ignore")
             labels = force_field.label_molecules(molecule.to_topology())[0]
     except Exception as exc:
-        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        first = first_line(exc)
         raise MoleculeInputError(f"{smiles}: {Path(name).name} cannot parametrize it: {first}") from None
     expected = {
         "vdW": [(atom.molecule_atom_index,) for atom in molecule.atoms],

@@ -7,14 +7,14 @@ one-line error, so that one bad entry never stops the rest of a batch.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from openff.toolkit import Molecule
 from pydantic import BaseModel, ConfigDict
 from rdkit import Chem, rdBase
 
-from bespoke_fractal.errors import MoleculeInputError
+from bespoke_fractal.errors import MoleculeInputError, first_line
 
 MOLECULE_FILE_SUFFIXES = (".sdf", ".mol", ".sd", ".mol2")
 
@@ -128,7 +128,7 @@ def _from_smiles(smiles: str) -> Molecule:
             warnings.simplefilter("ignore")
             return Molecule.from_smiles(smiles, allow_undefined_stereo=True)
     except Exception as exc:  # the toolkit raises many unrelated types for bad chemistry
-        raise MoleculeInputError(f"SMILES '{smiles}': {_first_line(exc)}") from None
+        raise MoleculeInputError(f"SMILES '{smiles}': {first_line(exc)}") from None
 
 
 def _from_rdkit(rdmol: Chem.Mol | None, name: str) -> Molecule:
@@ -140,7 +140,7 @@ def _from_rdkit(rdmol: Chem.Mol | None, name: str) -> Molecule:
             warnings.simplefilter("ignore")
             molecule = Molecule.from_rdkit(rdmol, allow_undefined_stereo=True, hydrogens_are_explicit=False)
     except Exception as exc:
-        raise MoleculeInputError(f"{name}: {_first_line(exc)}") from None
+        raise MoleculeInputError(f"{name}: {first_line(exc)}") from None
     molecule.name = name
     return molecule
 
@@ -208,15 +208,3 @@ def _mol2_blocks(path: Path) -> list[str]:
 def _mol2_title(block: str) -> str:
     lines = block.splitlines()
     return lines[1].strip() if len(lines) > 1 else ""
-
-
-def _first_line(exc: Exception) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
-
-
-def describe(molecules: Sequence[MoleculeInput]) -> str:
-    """``"3 molecules (1 unreadable)"``."""
-    bad = sum(not m.ok for m in molecules)
-    text = f"{len(molecules)} molecule{'s' if len(molecules) != 1 else ''}"
-    return text + (f" ({bad} unreadable)" if bad else "")

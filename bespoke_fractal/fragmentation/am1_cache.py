@@ -30,7 +30,7 @@ from openff.toolkit import Molecule
 from pydantic import BaseModel
 from rdkit import Chem
 
-from bespoke_fractal.errors import FragmentationError
+from bespoke_fractal.errors import FragmentationError, first_line
 from bespoke_fractal.qc.identity import canonical_atom_order
 
 METHOD = "am1-wiberg-elf10"
@@ -189,7 +189,7 @@ def _checked(original: Callable) -> Callable[[Molecule, int, float], Molecule]:
         try:
             return original(molecule, max_confs, rms_threshold)
         except Exception as exc:
-            first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+            first = first_line(exc)
             raise FragmentationError(
                 f"AM1 Wiberg bond orders failed for {molecule.to_smiles(explicit_hydrogens=False)}: {first}"
             ) from None

@@ -12,7 +12,7 @@ from typing import Annotated, ClassVar, Literal
 from openff.toolkit import Molecule
 from pydantic import BaseModel, ConfigDict, Field
 
-from bespoke_fractal.errors import FragmentationError
+from bespoke_fractal.errors import FragmentationError, first_line
 from bespoke_fractal.fragmentation.am1_cache import AM1BondOrderCache, toolkit_registry
 from bespoke_fractal.fragmentation.models import Bond
 
@@ -118,6 +118,6 @@ def _run(engine, molecule: Molecule, smarts: list[str], registry=None) -> dict[B
     except FragmentationError:
         raise
     except Exception as exc:
-        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        first = first_line(exc)
         raise FragmentationError(f"{type(engine).__name__} failed: {first}") from None
     return fragments

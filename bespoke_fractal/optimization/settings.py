@@ -17,7 +17,12 @@ class TorsionProfileTarget(BaseModel):
         1.0, gt=0, description="kcal/mol; energy differences are divided by this"
     )
     energy_cutoff: float = Field(
-        10.0, gt=0, description="kcal/mol; grid points this far above the minimum are down-weighted"
+        10.0, gt=0, description="kcal/mol; grid points this far above the minimum get weight 0"
+    )
+    attenuate_weights: bool = Field(
+        True,
+        description="weight grid points above energy_denominator by 1/sqrt(denom² + (E - denom)²) "
+        "and drop those above energy_cutoff (ForceBalance's `attenuate`)",
     )
     restrain_k: float = Field(
         1.0, ge=0, description="kcal/mol/Å² restraint on non-driven atoms when relaxing MM geometries"
@@ -42,6 +47,12 @@ class ForceBalanceSettings(BaseModel):
     penalty_additive: float = Field(1.0, ge=0)
     initial_trust_radius: float = Field(-0.25, description="negative: adaptive trust radius")
     minimum_trust_radius: float = Field(0.05, gt=0)
+    error_tolerance: float = Field(
+        1.0, ge=0, description="steps that raise the objective by less than this are accepted"
+    )
+    adaptive_factor: float = Field(0.2, gt=0, description="trust radius change after a good or bad step")
+    adaptive_damping: float = Field(1.0, gt=0, description="ties the trust radius to initial_trust_radius")
+    normalize_weights: bool = Field(False, description="normalise target weights to sum to 1")
     torsion_prior: float = Field(
         6.0, gt=0, description="kcal/mol; width of the prior on torsion force constants"
     )

@@ -11,7 +11,7 @@ from pathlib import Path
 from openff.toolkit import Molecule
 from pydantic import BaseModel, ConfigDict, Field
 
-from bespoke_fractal.errors import BespokeFractalError
+from bespoke_fractal.errors import BespokeFractalError, first_line
 from bespoke_fractal.fragmentation import AM1BondOrderCache
 from bespoke_fractal.molecules import MoleculeInput, load_molecules
 from bespoke_fractal.qc.identity import TorsionIdentity
@@ -65,7 +65,7 @@ def _outcome(future: Future, item: MoleculeInput) -> SchemaOutcome:
     try:
         return future.result()
     except Exception as exc:  # a worker process died (e.g. killed for memory)
-        return SchemaOutcome(name=item.name, error=f"fragmentation worker failed: {_first_line(exc)}")
+        return SchemaOutcome(name=item.name, error=f"fragmentation worker failed: {first_line(exc)}")
 
 
 def _build_one(
@@ -79,13 +79,9 @@ def _build_one(
     except BespokeFractalError as exc:
         return SchemaOutcome(name=item.name, error=str(exc), seconds=time.perf_counter() - start)
     except Exception as exc:  # a library bug on one molecule must not end the batch
-        error = f"unexpected {type(exc).__name__}: {_first_line(exc)}"
+        error = f"unexpected {type(exc).__name__}: {first_line(exc)}"
         return SchemaOutcome(name=item.name, error=error, seconds=time.perf_counter() - start)
     return SchemaOutcome(name=item.name, schema_=schema, seconds=time.perf_counter() - start)
-
-
-def _first_line(exc: BaseException) -> str:
-    return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
 
 
 def unique_drives(schemas: Iterable[BespokeOptimizationSchema]) -> dict[str, TorsionIdentity]:

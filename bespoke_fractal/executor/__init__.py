@@ -1,0 +1,1 @@
+"""The coordinator: runs the three stages for a batch of molecules."""
