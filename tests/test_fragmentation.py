@@ -135,18 +135,26 @@ def test_batch_sharing_a_fragment_needs_each_drive_once(factory, am1_cache_direc
     assert len(unique_drives([ibuprofen, acid])) == 4
 
 
-def test_shared_fragment_torsion_is_one_qc_drive(factory, am1_cache_directory, embedded_server) -> None:
+def test_shared_fragment_torsion_is_one_qc_drive(
+    factory, am1_cache_directory, embedded_server, admin_client
+) -> None:
     from bespoke_fractal.qc import TorsionDriveStage, get_preset
 
     stage = TorsionDriveStage(embedded_server.connection("submit").client())
     spec = get_preset("debug", grid_spacing=90)
     records = {}
-    for smiles in (IBUPROFEN, PHENYLPROPANOIC_ACID):
-        schema = factory.optimization_schema_from_molecule(smiles, AM1BondOrderCache(am1_cache_directory))
-        for target in schema.targets:
-            piece = schema.fragmentation.fragments[target.fragment].to_molecule()
-            (drive,) = stage.submit(piece, [target.fragment_dihedral], spec)
-            records.setdefault(target.identity.key, set()).add(drive.record_id)
+    try:
+        for smiles in (IBUPROFEN, PHENYLPROPANOIC_ACID):
+            schema = factory.optimization_schema_from_molecule(smiles, AM1BondOrderCache(am1_cache_directory))
+            for target in schema.targets:
+                piece = schema.fragmentation.fragments[target.fragment].to_molecule()
+                (drive,) = stage.submit(piece, [target.fragment_dihedral], spec)
+                records.setdefault(target.identity.key, set()).add(drive.record_id)
+    finally:
+        # only the record ids matter here: leave the session's managers free for other tests
+        ids = sorted({i for found in records.values() for i in found})
+        if ids:
+            admin_client.cancel_records(ids)
     assert len(records) == 4
     assert all(len(ids) == 1 for ids in records.values())
 
