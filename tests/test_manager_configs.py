@@ -105,16 +105,16 @@ SUBMIT_COMMANDS = ("sbatch", "qsub", "bsub")
 @pytest.mark.parametrize("path", TEMPLATES, ids=TEMPLATE_IDS)
 def test_build_executor_without_scheduler(path, monkeypatch):
     # SlurmProvider.__init__ runs "sacct -X" once to choose sacct or squeue for status checks
-    # (a read-only query; without Slurm it fails and squeue is used). Answer every scheduler
-    # command with "not available" so the test is the same on a cluster and off it, and record
-    # them to show that building an executor submits nothing.
+    # (a read-only query; without Slurm it fails and squeue is used). Every scheduler command is
+    # recorded and then really run, to show that building an executor submits nothing.
     commands: list[str] = []
+    real_execute_wait = ClusterProvider.execute_wait
 
-    def fake_execute_wait(self, cmd, *args, **kwargs):
+    def recording_execute_wait(self, cmd, *args, **kwargs):
         commands.append(cmd)
-        return 1, "", "scheduler not available in tests"
+        return real_execute_wait(self, cmd, *args, **kwargs)
 
-    monkeypatch.setattr(ClusterProvider, "execute_wait", fake_execute_wait)
+    monkeypatch.setattr(ClusterProvider, "execute_wait", recording_execute_wait)
 
     for label, cfg in _load(path).executors.items():
         executor = build_executor(label, cfg)

@@ -5,6 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from openff.toolkit import Molecule
+
+from bespoke_fractal.qc.identity import Dihedral
+from bespoke_fractal.qc.specification import QCSpec
 from bespoke_fractal.qc.torsiondrive import TorsionDrive, TorsionDriveResult, TorsionDriveStage
 from bespoke_fractal.workflow.schema import BespokeOptimizationSchema
 
@@ -14,16 +18,19 @@ def submit_targets(
 ) -> list[TorsionDrive]:
     """Submit the drive of every target of every job; a torsion shared by several targets or
     jobs is one drive (the server keeps one entry per torsion identity and spec)."""
-    drives: dict[tuple[str, str], TorsionDrive] = {}
+    by_spec: dict[str, tuple[QCSpec, dict[str, tuple[Molecule, Dihedral]]]] = {}
     for schema in schemas:
+        spec, torsions = by_spec.setdefault(schema.qc_spec.dataset_name, (schema.qc_spec, {}))
         for target in schema.targets:
-            key = (schema.qc_spec.dataset_name, target.identity.key)
-            if key in drives:
-                continue
-            fragment = schema.fragmentation.fragments[target.fragment].to_molecule()
-            (drive,) = stage.submit(fragment, [target.fragment_dihedral], schema.qc_spec)
-            drives[key] = drive
-    return list(drives.values())
+            if target.identity.key not in torsions:
+                fragment = schema.fragmentation.fragments[target.fragment].to_molecule()
+                torsions[target.identity.key] = (fragment, target.fragment_dihedral)
+    # one dataset lookup and one submission per QC spec, however many targets
+    return [
+        drive
+        for spec, torsions in by_spec.values()
+        for drive in stage.submit_many(list(torsions.values()), spec)
+    ]
 
 
 def run_targets(

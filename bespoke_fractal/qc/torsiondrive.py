@@ -151,7 +151,14 @@ class TorsionDriveStage:
     ) -> list[TorsionDrive]:
         """Submit one drive per dihedral (4 atom indices of ``molecule``); existing drives are
         reused, never recomputed. Returns one :class:`TorsionDrive` per dihedral, in order."""
-        torsions = [canonicalize_torsion(molecule, dihedral) for dihedral in dihedrals]
+        return self.submit_many([(molecule, dihedral) for dihedral in dihedrals], spec)
+
+    def submit_many(
+        self, torsions: Sequence[tuple[Molecule, Sequence[int]]], spec: QCSpec
+    ) -> list[TorsionDrive]:
+        """Like :meth:`submit` for (molecule, dihedral) pairs of several molecules, with one
+        dataset lookup and one submission for all of them."""
+        torsions = [canonicalize_torsion(molecule, dihedral) for molecule, dihedral in torsions]
         dataset = self._dataset(spec)
         existing = set(dataset.entry_names)
         new_names: set[str] = set()
