@@ -11,6 +11,8 @@ from pathlib import Path
 
 import psutil
 
+PR_SET_PDEATHSIG = 1
+
 
 def read_pid(pid_file: Path) -> int | None:
     """PID recorded in ``pid_file`` if that process is still alive, else None (stale files go)."""
@@ -33,6 +35,21 @@ def _alive(pid: int, pid_file: Path) -> bool:
         return proc.create_time() <= pid_file.stat().st_mtime + 1.0
     except (psutil.NoSuchProcess, FileNotFoundError):
         return False
+
+
+def die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (a no-op elsewhere).
+
+    For worker processes: a coordinator killed with SIGKILL leaves no fit or fragmentation
+    running behind it to race the work its successor restarts.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
 
 
 def spawn(

@@ -11,57 +11,23 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from bespoke_fractal.errors import BespokeFractalError
+from bespoke_fractal.cli_executor import executor
+from bespoke_fractal.cli_options import (
+    FriendlyGroup,
+    directory_option,
+    factory_from_options,
+    server_env_option,
+    server_file_option,
+    with_workflow_options,
+)
 
 console = Console()
 
 
-def one_line(exc: Exception) -> str:
-    """The first meaningful line of an exception, for an ``Error:`` message."""
-    from pydantic import ValidationError
-
-    if isinstance(exc, ValidationError):
-        error = exc.errors()[0]
-        where = ".".join(str(part) for part in error["loc"])
-        text = error["msg"].removeprefix("Value error, ")
-        return f"{where}: {text}" if where else text
-    message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-    lines = str(message).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
-
-
-class FriendlyGroup(click.Group):
-    """Turns this project's errors and bad input into one ``Error:`` line and exit code 1."""
-
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except (BespokeFractalError, ValueError, KeyError) as exc:
-            raise click.ClickException(one_line(exc)) from None
-
-
-directory_option = click.option(
-    "--directory",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("bespoke-executor"),
-    show_default=True,
-    help="Directory of the embedded server: its database, logs, credentials and managers.",
-)
-server_file_option = click.option(
-    "--server-file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Use an external QCFractal server: YAML file with address, username, password (chmod 600).",
-)
-server_env_option = click.option(
-    "--server-env",
-    is_flag=True,
-    help="Use an external server from QCPORTAL_ADDRESS / QCPORTAL_USERNAME / QCPORTAL_PASSWORD.",
-)
-
-
 @click.group(cls=FriendlyGroup)
 @click.version_option(package_name="bespoke-fractal")
-def main() -> None:
+@click.option("--verbose", is_flag=True, help="Show tracebacks and every stage's notes with errors.")
+def main(verbose: bool) -> None:
     """Bespoke OpenFF torsion parameters, with every QC torsion drive run, cached and
     deduplicated by QCFractal.
 
@@ -370,54 +336,6 @@ def qc_demo(preset, grid_spacing, n_workers, stop_after, timeout, directory) -> 
 # ---- workflow and fragmentation -------------------------------------------------------
 
 
-def _parse_changes(pairs: tuple[str, ...]) -> dict:
-    """``--set a.b=value`` pairs; values are read as YAML (30 -> int, true -> bool)."""
-    import yaml
-
-    changes = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise click.BadParameter(f"'{pair}' is not FIELD=VALUE", param_hint="--set")
-        changes[key.strip()] = yaml.safe_load(value) if value.strip() else None
-    return changes
-
-
-def _factory(preset: str | None, workflow_file: Path | None, changes: tuple[str, ...]):
-    from bespoke_fractal.workflow import BespokeWorkflowFactory
-
-    if preset and workflow_file:
-        raise click.UsageError("give --workflow or --workflow-file, not both")
-    if workflow_file:
-        factory = BespokeWorkflowFactory.from_file(workflow_file)
-    else:
-        factory = BespokeWorkflowFactory.from_preset(preset or "default")
-    return factory.with_changes(_parse_changes(changes))
-
-
-workflow_options = [
-    click.option("--workflow", "preset", help="Workflow preset: default, xtb or debug (default: default)."),
-    click.option(
-        "--workflow-file",
-        type=click.Path(dir_okay=False, exists=True, path_type=Path),
-        help="Workflow saved with 'workflow save' (YAML or JSON).",
-    ),
-    click.option(
-        "--set",
-        "changes",
-        multiple=True,
-        metavar="FIELD=VALUE",
-        help="Change one workflow field, e.g. --set qc_spec.grid_spacing=30 (repeatable).",
-    ),
-]
-
-
-def with_workflow_options(function):
-    for option in reversed(workflow_options):
-        function = option(function)
-    return function
-
-
 @main.group()
 def workflow() -> None:
     """Workflows: force field, target torsions, fragmenter, QC and optimiser settings."""
@@ -449,7 +367,7 @@ def workflow_show(preset, workflow_file, changes) -> None:
     """Print a workflow as YAML."""
     import yaml
 
-    factory = _factory(preset, workflow_file, changes)
+    factory = factory_from_options(preset, workflow_file, changes)
     click.echo(yaml.safe_dump(factory.model_dump(mode="json"), sort_keys=False), nl=False)
 
 
@@ -458,7 +376,7 @@ def workflow_show(preset, workflow_file, changes) -> None:
 @with_workflow_options
 def workflow_save(output, preset, workflow_file, changes) -> None:
     """Save a workflow to OUTPUT (.yaml, .yml or .json) to edit or reuse."""
-    factory = _factory(preset, workflow_file, changes)
+    factory = factory_from_options(preset, workflow_file, changes)
     factory.to_file(output)
     console.print(f"saved workflow to {output}")
 
@@ -494,7 +412,7 @@ def fragment(
 
     if not smiles and not files:
         raise click.UsageError("give at least one --smiles or --file")
-    factory = _factory(preset, workflow_file, changes)
+    factory = factory_from_options(preset, workflow_file, changes)
     outcomes = build_schemas(
         factory, [*smiles, *files], n_workers, cache_directory, enumerate_stereo=enumerate_stereo
     )
@@ -523,3 +441,6 @@ def fragment(
             click.echo(f"Error: {prefix}{outcome.error}", err=True)
     if len(good) < len(outcomes):
         sys.exit(1)
+
+
+main.add_command(executor)

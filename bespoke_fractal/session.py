@@ -20,6 +20,17 @@ def external_connection(server_file: str | Path | None, use_environment: bool) -
     return None
 
 
+def fractal_connection(address: str | None, credentials_file: str | Path | None) -> ServerConnection | None:
+    """An external server named by ``--fractal-address``/``--fractal-credentials`` (the file
+    may hold the address too); without a file the account comes from ``QCPORTAL_USERNAME`` /
+    ``QCPORTAL_PASSWORD``. None when neither is given: the embedded server."""
+    if credentials_file:
+        return ServerConnection.from_file(credentials_file, address=address)
+    if address:
+        return ServerConnection.from_environment(address=address)
+    return None
+
+
 def embedded_managers(server: EmbeddedServer, settings: ManagerSettings | None = None) -> LocalManagers:
     """The local managers of an embedded server, logging in with its compute account."""
     return LocalManagers(server.directory / "managers", server.connection("compute"), settings)

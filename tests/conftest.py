@@ -23,6 +23,20 @@ def _traversable_tempdir(prefix: str) -> Path:
 
 
 @pytest.fixture(scope="session")
+def traversable_directory():
+    """Make directories under /tmp that PostgreSQL's account can enter; removed at the end."""
+    made: list[Path] = []
+
+    def make(prefix: str) -> Path:
+        made.append(_traversable_tempdir(prefix))
+        return made[-1]
+
+    yield make
+    for path in made:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
 def server_directory() -> Path:
     path = _traversable_tempdir("bf-test-")
     yield path / "executor"

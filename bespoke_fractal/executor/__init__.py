@@ -1,1 +1,26 @@
-"""The coordinator: runs the three stages for a batch of molecules."""
+"""The bespoke executor: fragmentation and optimisation workers here, QC on QCFractal."""
+
+from bespoke_fractal.executor.config import BespokeWorkerConfig
+from bespoke_fractal.executor.executor import (
+    BespokeExecutor,
+    resolve_workflow,
+    submit_to_store,
+    wait_until_complete,
+)
+from bespoke_fractal.executor.models import BespokeExecutorOutput, BespokeStageOutput, QCProgress
+from bespoke_fractal.executor.service import ExecutorError
+from bespoke_fractal.executor.store import JobStore, JobStoreError
+
+__all__ = [
+    "BespokeExecutor",
+    "BespokeExecutorOutput",
+    "BespokeStageOutput",
+    "BespokeWorkerConfig",
+    "ExecutorError",
+    "JobStore",
+    "JobStoreError",
+    "QCProgress",
+    "resolve_workflow",
+    "submit_to_store",
+    "wait_until_complete",
+]

@@ -94,11 +94,28 @@ class LocalManagers:
             },
         }
 
+    def _task_python(self) -> Path:
+        """A ``python3`` for QC tasks: this environment's Python, with the qcengine fixes of
+        :mod:`bespoke_fractal.qcengine_fixes` applied to qcfractalcompute's task script."""
+        shim = self.directory / "bin" / "python3"
+        shim.parent.mkdir(parents=True, exist_ok=True)
+        python = sys.executable
+        shim.write_text(
+            "#!/bin/sh\n"
+            "# written by bespoke-fractal: QC tasks of these managers run with qcengine fixes\n"
+            'case "$1" in\n'
+            f'  */qcengine_compute.py) exec "{python}" -m bespoke_fractal.qcengine_fixes "$@" ;;\n'
+            "esac\n"
+            f'exec "{python}" "$@"\n'
+        )
+        shim.chmod(0o755)
+        return shim
+
     def _environment(self) -> dict[str, str]:
         env = dict(os.environ)
         bin_dir = str(Path(sys.executable).parent)
         # qcfractalcompute runs each task with the first ``python3`` on PATH.
-        env["PATH"] = os.pathsep.join([bin_dir, env.get("PATH", "")])
+        env["PATH"] = os.pathsep.join([str(self._task_python().parent), bin_dir, env.get("PATH", "")])
         for name in THREAD_VARIABLES:
             env[name] = str(self.settings.cores_per_worker)
         env["PYTHONUNBUFFERED"] = "1"

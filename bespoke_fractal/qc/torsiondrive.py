@@ -9,7 +9,7 @@ record, whoever submits it and from whatever input.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -127,6 +127,42 @@ def _error_line(record) -> tuple[str, bool]:
     return f"{error_type or 'error'}: {line}"[:400], permanent
 
 
+class DriveMonitor:
+    """Statuses of many drive records, one query per poll; errored records are reset up to
+    ``max_resets`` times each unless the error is permanent, then reported with one line."""
+
+    def __init__(self, client: PortalClient, max_resets: int = 2) -> None:
+        self.client = client
+        self.max_resets = max_resets
+        self.resets: dict[int, int] = {}
+        self.errors: dict[int, str] = {}
+        self.on_note: Callable[[str], None] = lambda _text: None
+
+    def poll(self, record_ids: Sequence[int]) -> dict[int, str]:
+        """Status of each record after this poll's resets ("error" only when final)."""
+        statuses: dict[int, str] = {}
+        ids = sorted(set(record_ids))
+        for start in range(0, len(ids), 500):
+            for record in self.client.get_records(ids[start : start + 500]):
+                statuses[record.id] = self._status(record)
+        return statuses
+
+    def _status(self, record) -> str:
+        status = str(getattr(record.status, "value", record.status))
+        if status != "error" or record.id in self.errors:
+            return status
+        line, permanent = _error_line(record)
+        done = self.resets.get(record.id, 0)
+        if not permanent and done < self.max_resets:
+            self.resets[record.id] = done + 1
+            self.client.reset_records([record.id])
+            self.on_note(f"record {record.id} errored ({line}); reset {done + 1}/{self.max_resets}")
+            return "waiting"
+        self.errors[record.id] = line
+        self.on_note(f"record {record.id} failed: {line}")
+        return "error"
+
+
 class TorsionDriveStage:
     """Submit, wait for and read back torsion drives on one QCFractal server."""
 
@@ -224,41 +260,25 @@ class TorsionDriveStage:
         Drives still unfinished after ``timeout`` seconds are returned with an error line.
         """
         ids = sorted({d.record_id for d in drives})
-        resets: dict[int, int] = dict.fromkeys(ids, 0)
-        errors: dict[int, str] = {}
+        monitor = DriveMonitor(self.client, max_resets=max_resets)
         deadline = None if timeout is None else time.monotonic() + timeout
         with DriveProgress(len(ids), enabled=progress) as bar:
+            monitor.on_note = bar.note
             while True:
-                records = self.client.get_records(ids)
+                statuses = monitor.poll(ids)
                 counts: dict[str, int] = {}
-                pending = False
-                for record in records:
-                    status = str(getattr(record.status, "value", record.status))
-                    if status == "error" and record.id not in errors:
-                        line, permanent = _error_line(record)
-                        if not permanent and resets[record.id] < max_resets:
-                            resets[record.id] += 1
-                            self.client.reset_records([record.id])
-                            bar.note(
-                                f"record {record.id} errored ({line}); reset {resets[record.id]}/{max_resets}"
-                            )
-                            status = "waiting"
-                        else:
-                            errors[record.id] = line
-                            bar.note(f"record {record.id} failed: {line}")
+                for status in statuses.values():
                     counts[status] = counts.get(status, 0) + 1
-                    pending |= status not in FINISHED
                 bar.update(counts)
-                if not pending:
+                unfinished = {i: s for i, s in statuses.items() if s not in FINISHED}
+                if not unfinished:
                     break
                 if deadline is not None and time.monotonic() > deadline:
-                    for record in records:
-                        status = str(getattr(record.status, "value", record.status))
-                        if status not in FINISHED:
-                            errors[record.id] = f"not finished after {timeout:.0f} s (status {status})"
+                    for record_id, status in unfinished.items():
+                        monitor.errors[record_id] = f"not finished after {timeout:.0f} s (status {status})"
                     break
                 time.sleep(poll_interval)
-        return self.results(drives, errors=errors, resets=resets)
+        return self.results(drives, errors=monitor.errors, resets=monitor.resets)
 
     # -- reading results -------------------------------------------------------------------------
     def results(

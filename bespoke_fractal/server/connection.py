@@ -29,8 +29,9 @@ class ServerConnection(BaseModel):
     verify: bool = True
 
     @classmethod
-    def from_file(cls, path: str | Path) -> ServerConnection:
-        """Read ``address``/``username``/``password``/``verify`` from a YAML or JSON file.
+    def from_file(cls, path: str | Path, address: str | None = None) -> ServerConnection:
+        """Read ``address``/``username``/``password``/``verify`` from a YAML or JSON file
+        (``address`` given here replaces the file's).
 
         The file must not be readable by group or others when it holds a password.
         """
@@ -47,6 +48,8 @@ class ServerConnection(BaseModel):
             raise CredentialsError(
                 f"credentials file {path} holds a password but is readable by others: chmod 600 it"
             )
+        if address:
+            data["address"] = address
         try:
             return cls(**data)
         except ValidationError as exc:
@@ -54,9 +57,10 @@ class ServerConnection(BaseModel):
             raise CredentialsError(f"credentials file {path} is malformed ({fields})") from None
 
     @classmethod
-    def from_environment(cls, prefix: str = ENV_PREFIX) -> ServerConnection:
-        """Read ``QCPORTAL_ADDRESS``, ``QCPORTAL_USERNAME``, ``QCPORTAL_PASSWORD``, ``QCPORTAL_VERIFY``."""
-        address = os.environ.get(f"{prefix}ADDRESS")
+    def from_environment(cls, prefix: str = ENV_PREFIX, address: str | None = None) -> ServerConnection:
+        """Read ``QCPORTAL_ADDRESS`` (unless ``address`` is given), ``QCPORTAL_USERNAME``,
+        ``QCPORTAL_PASSWORD``, ``QCPORTAL_VERIFY``."""
+        address = address or os.environ.get(f"{prefix}ADDRESS")
         if not address:
             raise CredentialsError(f"{prefix}ADDRESS is not set")
         verify = os.environ.get(f"{prefix}VERIFY", "true").strip().lower() not in {

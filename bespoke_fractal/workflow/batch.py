@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import time
 from collections.abc import Iterable
@@ -79,6 +80,7 @@ def _build_one(
     except BespokeFractalError as exc:
         return SchemaOutcome(name=item.name, error=str(exc), seconds=time.perf_counter() - start)
     except Exception as exc:  # a library bug on one molecule must not end the batch
+        logging.getLogger(__name__).exception("fragmentation of %s failed", item.name)
         error = f"unexpected {type(exc).__name__}: {first_line(exc)}"
         return SchemaOutcome(name=item.name, error=error, seconds=time.perf_counter() - start)
     return SchemaOutcome(name=item.name, schema_=schema, seconds=time.perf_counter() - start)

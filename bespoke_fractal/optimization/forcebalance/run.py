@@ -16,6 +16,7 @@ import psutil
 from openff.toolkit import ForceField
 from pydantic import BaseModel
 
+from bespoke_fractal._process import die_with_parent
 from bespoke_fractal.optimization.forcebalance.inputs import (
     FORCE_FIELD_NAME,
     INPUT_NAME,
@@ -176,6 +177,7 @@ def _run_process(directory: Path, log_path: Path, n_cores: int, timeout: float) 
             stderr=subprocess.STDOUT,
             env=_child_environment(n_cores),
             start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         try:
             return process.wait(timeout=max(0.0, timeout)), False

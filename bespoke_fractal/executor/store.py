@@ -1,0 +1,331 @@
+"""The job store: jobs, their stages, fragmentations and fits in one SQLAlchemy database.
+
+SQLite in the executor's directory by default (WAL, so `submit`/`watch` from other processes
+read and write while the coordinator runs), any SQLAlchemy URL otherwise. QC results are not
+copied here: they live on the QCFractal server and jobs refer to them by record id. Every stage
+transition is one committed transaction, so a coordinator killed at any moment resumes from the
+last finished stage.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import ForeignKey, Integer, String, Text, create_engine, event, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
+
+from bespoke_fractal.errors import BespokeFractalError
+from bespoke_fractal.executor.models import (
+    STAGES,
+    BespokeExecutorOutput,
+    BespokeStageOutput,
+    QCProgress,
+    StageType,
+    Status,
+)
+from bespoke_fractal.optimization.stage import OptimizationResult
+
+DATABASE_NAME = "jobs.sqlite"
+
+
+class JobStoreError(BespokeFractalError):
+    """The job store cannot be opened or a job does not exist."""
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class JobRow(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200))
+    smiles: Mapped[str] = mapped_column(Text, doc="mapped SMILES with explicit hydrogens")
+    workflow: Mapped[str] = mapped_column(Text, doc="the workflow factory as JSON")
+    schema_id: Mapped[str] = mapped_column(String(40), index=True)
+    schema_json: Mapped[str | None] = mapped_column(Text, default=None)
+    drives: Mapped[str | None] = mapped_column(Text, default=None, doc="TorsionDrive list as JSON")
+    qc_progress: Mapped[str | None] = mapped_column(Text, default=None)
+    fit_key: Mapped[str | None] = mapped_column(String(40), default=None, index=True)
+    status: Mapped[str] = mapped_column(String(16), default="waiting", index=True)
+    created_at: Mapped[datetime] = mapped_column(default=datetime.now)
+    stages: Mapped[list[StageRow]] = relationship(
+        back_populates="job", order_by="StageRow.position", cascade="all, delete-orphan"
+    )
+
+
+class StageRow(Base):
+    __tablename__ = "stages"
+
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), primary_key=True)
+    type: Mapped[str] = mapped_column(String(20), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default="waiting")
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    note: Mapped[str] = mapped_column(Text, default="")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+    job: Mapped[JobRow] = relationship(back_populates="stages")
+
+
+class FitRow(Base):
+    """One finished fit, shared by every job with the same job description and QC records."""
+
+    __tablename__ = "fits"
+
+    key: Mapped[str] = mapped_column(String(40), primary_key=True)
+    result: Mapped[str] = mapped_column(Text, doc="OptimizationResult as JSON")
+    created_at: Mapped[datetime] = mapped_column(default=datetime.now)
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+class JobStore:
+    """Create, read and change jobs; each method is one transaction."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        try:
+            connect_args = {"timeout": 60, "check_same_thread": False} if url.startswith("sqlite") else {}
+            self.engine: Engine = create_engine(url, connect_args=connect_args)
+            if url.startswith("sqlite"):
+                event.listen(self.engine, "connect", _sqlite_pragmas)
+            Base.metadata.create_all(self.engine)
+        except SQLAlchemyError as exc:
+            raise JobStoreError(f"cannot open the job store {self._safe_url}: {_reason(exc)}") from None
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @classmethod
+    def in_directory(cls, directory: str | Path, url: str | None = None) -> JobStore:
+        """The store of an executor directory (SQLite there unless ``url`` names another)."""
+        if url:
+            return cls(url)
+        directory = Path(directory).absolute()
+        if not directory.is_dir():
+            raise JobStoreError(f"no executor directory {directory}")
+        return cls(f"sqlite:///{directory / DATABASE_NAME}")
+
+    @property
+    def _safe_url(self) -> str:
+        from sqlalchemy.engine import make_url
+
+        try:
+            return make_url(self.url).render_as_string(hide_password=True)
+        except Exception:  # noqa: BLE001 - never show a malformed URL that may hold a password
+            return "(database URL)"
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._sessions() as session, session.begin():
+            yield session
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- jobs ------------------------------------------------------------------------------
+    def add_job(
+        self,
+        name: str,
+        smiles: str,
+        workflow_json: str,
+        schema_id: str,
+        schema_json: str | None = None,
+    ) -> str:
+        """A new job; with ``schema_json`` its fragmentation is already done."""
+        with self.session() as session:
+            job = JobRow(name=name, smiles=smiles, workflow=workflow_json, schema_id=schema_id)
+            job.stages = [StageRow(type=stage, position=i) for i, stage in enumerate(STAGES)]
+            if schema_json is not None:
+                job.schema_json = schema_json
+                stage = job.stages[0]
+                stage.status, stage.note = "success", "job description given at submission"
+                stage.started_at = stage.finished_at = datetime.now()
+            session.add(job)
+            session.flush()
+            return str(job.id)
+
+    def job(self, session: Session, job_id: str | int) -> JobRow:
+        job = session.get(JobRow, _int_id(job_id))
+        if job is None:
+            raise JobStoreError(f"no job {job_id}")
+        return job
+
+    def output(self, job_id: str | int) -> BespokeExecutorOutput:
+        with self.session() as session:
+            return self._output(session, self.job(session, job_id))
+
+    def outputs(self, status: Status | None = None) -> list[BespokeExecutorOutput]:
+        with self.session() as session:
+            query = select(JobRow).order_by(JobRow.id)
+            if status:
+                query = query.where(JobRow.status == status)
+            return [self._output(session, job) for job in session.scalars(query)]
+
+    def jobs_in_stage(self, stage: StageType, status: Status) -> list[int]:
+        """Ids of jobs whose ``stage`` has ``status`` and whose earlier stages succeeded."""
+        with self.session() as session:
+            query = (
+                select(JobRow.id)
+                .join(StageRow)
+                .where(JobRow.status.in_(("waiting", "running")))
+                .where(StageRow.type == stage, StageRow.status == status)
+                .order_by(JobRow.id)
+            )
+            ids = list(session.scalars(query))
+            earlier = STAGES[: STAGES.index(stage)]
+            if not earlier:
+                return ids
+            return [
+                job_id
+                for job_id in ids
+                if all(s.status == "success" for s in self.job(session, job_id).stages if s.type in earlier)
+            ]
+
+    def reset_interrupted(self) -> list[int]:
+        """Stages left running by a coordinator that died go back to waiting (QC is kept
+        running: its drives are on the server). Returns the affected job ids."""
+        with self.session() as session:
+            query = select(StageRow).where(
+                StageRow.status == "running", StageRow.type.in_(("fragmentation", "optimization"))
+            )
+            rows = list(session.scalars(query))
+            for row in rows:
+                row.status = "waiting"
+                row.note = "interrupted; restarted"
+            return [row.job_id for row in rows]
+
+    def start_stage(self, job_id: int, stage: StageType, note: str = "") -> None:
+        with self.session() as session:
+            job = self.job(session, job_id)
+            row = _stage(job, stage)
+            row.status, row.note, row.attempts = "running", note, row.attempts + 1
+            row.started_at, row.finished_at, row.error = datetime.now(), None, None
+            job.status = "running"
+
+    def finish_stage(
+        self,
+        job_id: int,
+        stage: StageType,
+        *,
+        error: str | None = None,
+        note: str | None = None,
+        **fields: str | None,
+    ) -> None:
+        """End a stage (errored when ``error`` is given) and store ``fields`` on the job."""
+        with self.session() as session:
+            job = self.job(session, job_id)
+            row = _stage(job, stage)
+            row.status = "errored" if error else "success"
+            row.error = error
+            if note is not None:
+                row.note = note
+            if row.started_at is None:
+                row.started_at = datetime.now()
+            row.finished_at = datetime.now()
+            for name, value in fields.items():
+                setattr(job, name, value)
+            if error:
+                job.status = "errored"
+            elif stage == STAGES[-1]:
+                job.status = "success"
+
+    def stage_attempts(self, job_id: int, stage: StageType) -> int:
+        with self.session() as session:
+            return _stage(self.job(session, job_id), stage).attempts
+
+    def retry_stage(self, job_id: int, stage: StageType, note: str) -> None:
+        """Put a stage that was cut short back to waiting (its attempts are kept)."""
+        with self.session() as session:
+            row = _stage(self.job(session, job_id), stage)
+            row.status, row.note, row.finished_at = "waiting", note, None
+
+    def set_note(self, job_id: int, stage: StageType, note: str) -> None:
+        with self.session() as session:
+            _stage(self.job(session, job_id), stage).note = note
+
+    def set_fields(self, job_id: int, **fields: str | None) -> None:
+        with self.session() as session:
+            job = self.job(session, job_id)
+            for name, value in fields.items():
+                setattr(job, name, value)
+
+    def find_schema(self, schema_id: str) -> str | None:
+        """A finished job description with this id from any earlier job."""
+        with self.session() as session:
+            query = select(JobRow.schema_json).where(
+                JobRow.schema_id == schema_id, JobRow.schema_json.is_not(None)
+            )
+            return session.scalars(query.limit(1)).first()
+
+    # -- fits ------------------------------------------------------------------------------
+    def fit(self, key: str) -> OptimizationResult | None:
+        with self.session() as session:
+            row = session.get(FitRow, key)
+            return None if row is None else OptimizationResult.model_validate_json(row.result)
+
+    def add_fit(self, key: str, result: OptimizationResult) -> None:
+        with self.session() as session:
+            session.merge(FitRow(key=key, result=result.model_dump_json()))
+
+    # -- conversion ------------------------------------------------------------------------
+    def _output(self, session: Session, job: JobRow) -> BespokeExecutorOutput:
+        result = None
+        offxml = None
+        if job.fit_key:
+            row = session.get(FitRow, job.fit_key)
+            if row is not None:
+                result = OptimizationResult.model_validate_json(row.result)
+                if result.offxml and Path(result.offxml).exists():
+                    offxml = Path(result.offxml).read_text()
+        return BespokeExecutorOutput(
+            id=str(job.id),
+            name=job.name,
+            smiles=job.smiles,
+            status=job.status,
+            stages=[
+                BespokeStageOutput(
+                    type=s.type,
+                    status=s.status,
+                    error=s.error,
+                    note=s.note,
+                    attempts=s.attempts,
+                    started_at=s.started_at,
+                    finished_at=s.finished_at,
+                )
+                for s in job.stages
+            ],
+            qc=QCProgress.model_validate(json.loads(job.qc_progress)) if job.qc_progress else QCProgress(),
+            results=result,
+            offxml=offxml,
+            created_at=job.created_at,
+        )
+
+
+def _stage(job: JobRow, stage: StageType) -> StageRow:
+    return next(row for row in job.stages if row.type == stage)
+
+
+def _int_id(job_id: str | int) -> int:
+    try:
+        return int(job_id)
+    except (TypeError, ValueError):
+        raise JobStoreError(f"no job {job_id!r} (job ids are numbers)") from None
+
+
+def _reason(exc: SQLAlchemyError) -> str:
+    text = str(getattr(exc, "orig", None) or exc)
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,66 @@
+"""What the fragmenter and optimiser worker processes run; inputs and outputs are JSON text."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import TypeAdapter
+
+from bespoke_fractal.qc.torsiondrive import TorsionDrive
+from bespoke_fractal.server import ServerConnection
+
+DRIVE_LIST = TypeAdapter(list[TorsionDrive])
+
+
+def init_worker(environment: dict[str, str]) -> None:
+    """Keep a worker's numerical libraries to its own cores; end it with its coordinator."""
+    import logging
+
+    from bespoke_fractal._process import die_with_parent
+
+    die_with_parent()
+    os.environ.update(environment)
+    logging.basicConfig(level=logging.WARNING)
+
+
+def fragment_job(workflow_json: str, smiles: str, name: str, cache_directory: str) -> str:
+    """The job description of one molecule, or its one-line error, as SchemaOutcome JSON."""
+    from openff.toolkit import Molecule
+
+    from bespoke_fractal.molecules import MoleculeInput
+    from bespoke_fractal.workflow.batch import _build_one
+    from bespoke_fractal.workflow.factory import BespokeWorkflowFactory
+
+    factory = BespokeWorkflowFactory.model_validate_json(workflow_json)
+    molecule = Molecule.from_mapped_smiles(smiles, allow_undefined_stereo=True)
+    outcome = _build_one(factory, MoleculeInput(name=name, molecule=molecule), cache_directory)
+    return outcome.model_dump_json(by_alias=True)
+
+
+def optimize_job(
+    schema_json: str,
+    drives_json: str,
+    connection: ServerConnection,
+    output_directory: str,
+    n_cores: int,
+    timeout: float,
+    keep_worse: bool,
+) -> str:
+    """Read the job's torsion profiles from the server and fit; OptimizationResult JSON."""
+    from bespoke_fractal.optimization.stage import optimize_schema, profiles_from_results
+    from bespoke_fractal.qc.torsiondrive import TorsionDriveStage
+    from bespoke_fractal.workflow.schema import BespokeOptimizationSchema
+
+    schema = BespokeOptimizationSchema.model_validate_json(schema_json)
+    drives = DRIVE_LIST.validate_json(drives_json)
+    stage = TorsionDriveStage(connection.client())
+    results = {
+        (drive.dataset_name, drive.entry_name): result
+        for drive, result in zip(drives, stage.results(drives), strict=True)
+    }
+    profiles = profiles_from_results(schema, results)
+    result = optimize_schema(
+        schema, profiles, Path(output_directory), n_cores=n_cores, timeout=timeout, keep_worse=keep_worse
+    )
+    return result.model_dump_json()
