@@ -18,6 +18,7 @@ from bespoke_fractal.cli_options import (
     factory_from_options,
     one_line,
     verbose,
+    with_options,
     with_workflow_options,
 )
 
@@ -98,9 +99,7 @@ def launch_options(function):
             "Without it QCPORTAL_USERNAME / QCPORTAL_PASSWORD are used.",
         ),
     ]
-    for option in reversed(options):
-        function = option(function)
-    return function
+    return with_options(options)(function)
 
 
 def _number(value: str, name: str) -> int | float | str:
@@ -324,9 +323,7 @@ def molecule_options(function):
         ),
         click.option("--enumerate-stereo", is_flag=True, help="Fit every stereoisomer of undefined stereo."),
     ]
-    for option in reversed(options):
-        function = option(function)
-    return with_workflow_options(function)
+    return with_workflow_options(with_options(options)(function))
 
 
 def _factory(preset, workflow_file, changes, target_torsions):

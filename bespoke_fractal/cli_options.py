@@ -113,7 +113,16 @@ workflow_options = [
 ]
 
 
+def with_options(options: list):
+    """A decorator that adds click ``options`` in the order given."""
+
+    def decorate(function):
+        for option in reversed(options):
+            function = option(function)
+        return function
+
+    return decorate
+
+
 def with_workflow_options(function):
-    for option in reversed(workflow_options):
-        function = option(function)
-    return function
+    return with_options(workflow_options)(function)

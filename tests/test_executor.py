@@ -70,7 +70,7 @@ def api_jobs(embedded_server, managers, admin_client):
         "bad_submission": str(bad.value),
         "new_drives": torsiondrive_ids(admin_client) - before,
         "listed": listed,
-        "executor": executor,
+        "directory": embedded_server.directory,
     }
 
 
@@ -98,7 +98,11 @@ def test_shared_fragment_torsion_is_driven_once(api_jobs, admin_client):
     assert len(shared) == 1
     drives = set(pentane.qc.record_ids) | set(hexane.qc.record_ids)
     assert api_jobs["new_drives"] == drives  # 2 drives on the server for 3 target torsions
-    assert pentane.qc.new + hexane.qc.new == 2
+    store = JobStore.in_directory(api_jobs["directory"])
+    keys = {t.identity.key for o in (pentane, hexane) for t in store.schema(o.id).targets}
+    assert len(keys) == 2  # one canonical torsion identity shared by both molecules
+    dataset = admin_client.get_dataset("torsiondrive", FACTORY.qc_spec.dataset_name)
+    assert keys <= set(dataset.entry_names)
 
 
 def test_bad_molecules_fail_alone(api_jobs):
@@ -138,6 +142,31 @@ def test_resubmitting_reuses_fragments_drives_and_fit(api_jobs, embedded_server,
 
 
 # -- the command line ---------------------------------------------------------------------------
+def test_cli_run_reuses_what_the_api_computed(api_jobs, embedded_server, admin_client, tmp_path):
+    """``executor run`` on the API's directory: launch, submit, watch, retrieve, all cached."""
+    before = torsiondrive_ids(admin_client)
+    out = tmp_path / "out"
+    args = [
+        "--directory",
+        str(embedded_server.directory),
+        "--n-qc-compute-workers",
+        "0",
+        "--output",
+        str(out),
+    ]
+    result = cli("run", "--smiles", "CCCCC", "--smiles", "CCCCCC", *DEBUG_60, *args, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    written = sorted(path.name for path in out.iterdir())
+    assert len(written) == 2 and all(name.startswith("job-") for name in written)
+    for job in out.iterdir():
+        result_json = json.loads((job / RESULT_NAME).read_text())
+        assert result_json["status"] == "success"
+        assert "reused" in result_json["stages"][2]["note"]
+        assert (job / FORCE_FIELD_NAME).is_file() and (job / RMSE_NAME).is_file()
+    assert torsiondrive_ids(admin_client) == before
+    assert EmbeddedServer(embedded_server.directory).status().running  # not started by run: left running
+
+
 def cli(*args: str, timeout: float = 1500) -> subprocess.CompletedProcess:
     return subprocess.run([EXE, "executor", *args], capture_output=True, text=True, timeout=timeout)
 
@@ -259,6 +288,7 @@ def test_coordinator_killed_mid_qc_resumes_without_recomputing(cli_directory):
     try:
         watched = cli("watch", "--directory", str(cli_directory), "--id", job_id, "--interval", "1")
         assert watched.returncode == 0, watched.stdout + watched.stderr
+        drives_at_end = torsiondrive_ids(admin)
     finally:
         code = relaunched.stop(signal.SIGTERM)
     assert code == 0, relaunched.output()
@@ -267,7 +297,7 @@ def test_coordinator_killed_mid_qc_resumes_without_recomputing(cli_directory):
     assert final.stages[0].attempts == 1  # fragmentation was not redone
     assert final.stages[2].attempts == 1
     assert final.qc.record_ids == record_ids
-    assert torsiondrive_ids(admin) == drives_at_kill  # no new QC record
+    assert drives_at_end == drives_at_kill  # no new QC record
     assert len([o for o in store.outputs() if o.name == "CCCCC"]) == 1  # no duplicate job
     # the relaunch adopted the server the killed executor had started, and stopped it
     assert not EmbeddedServer(cli_directory).status().running

@@ -280,7 +280,8 @@ class BespokeExecutor:
         return earlier
 
     def _write_ownership(self) -> None:
-        (self.directory / OWNERSHIP_NAME).write_text(self._owned.model_dump_json())
+        if self._owned.server or self._owned.managers:
+            (self.directory / OWNERSHIP_NAME).write_text(self._owned.model_dump_json())
 
     @property
     def running(self) -> bool:

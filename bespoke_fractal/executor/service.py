@@ -1,7 +1,7 @@
 """The coordinator as a service: one per executor directory, in this process or in a child.
 
 ``executor launch`` runs :func:`serve` in its own main thread. :class:`BespokeExecutor` runs it
-in a child process (``python -m bespoke_fractal.executor.service``), so the stage worker pools
+in a child process (``python -m bespoke_fractal.executor``), so the stage worker pools
 never re-import the user's script and a Jupyter kernel or an unguarded script work as they are.
 The child reads its :class:`ServiceConfig` (which may hold a password) as one JSON line on
 stdin, never from its arguments or environment, answers ``ready`` or ``error: <line>`` on
@@ -160,7 +160,7 @@ class CoordinatorProcess:
         """Start the child and wait for it to say it is ready (or raise its error line)."""
         with open(config.directory / LOG_NAME, "ab") as log_file:  # worker tracebacks land here
             process = subprocess.Popen(
-                [sys.executable, "-m", "bespoke_fractal.executor.service"],
+                [sys.executable, "-m", "bespoke_fractal.executor"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=log_file,
@@ -242,7 +242,3 @@ def main() -> None:
         sys.exit(1)
     finally:
         logging.getLogger("bespoke_fractal").removeHandler(handler)
-
-
-if __name__ == "__main__":
-    main()

@@ -30,6 +30,7 @@ from bespoke_fractal.executor.models import (
     Status,
 )
 from bespoke_fractal.optimization.stage import OptimizationResult
+from bespoke_fractal.workflow.schema import BespokeOptimizationSchema
 
 DATABASE_NAME = "jobs.sqlite"
 
@@ -263,6 +264,12 @@ class JobStore:
             for name, value in fields.items():
                 setattr(job, name, value)
 
+    def schema(self, job_id: str | int) -> BespokeOptimizationSchema | None:
+        """The job description of a job (None until it has been fragmented)."""
+        with self.session() as session:
+            text = self.job(session, job_id).schema_json
+        return None if text is None else BespokeOptimizationSchema.model_validate_json(text)
+
     def find_schema(self, schema_id: str) -> str | None:
         """A finished job description with this id from any earlier job."""
         with self.session() as session:
@@ -296,18 +303,7 @@ class JobStore:
             name=job.name,
             smiles=job.smiles,
             status=job.status,
-            stages=[
-                BespokeStageOutput(
-                    type=s.type,
-                    status=s.status,
-                    error=s.error,
-                    note=s.note,
-                    attempts=s.attempts,
-                    started_at=s.started_at,
-                    finished_at=s.finished_at,
-                )
-                for s in job.stages
-            ],
+            stages=[BespokeStageOutput.model_validate(stage, from_attributes=True) for stage in job.stages],
             qc=QCProgress.model_validate(json.loads(job.qc_progress)) if job.qc_progress else QCProgress(),
             results=result,
             offxml=offxml,

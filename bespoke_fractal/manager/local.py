@@ -96,7 +96,7 @@ class LocalManagers:
 
     def _task_python(self) -> Path:
         """A ``python3`` for QC tasks: this environment's Python, with the qcengine fixes of
-        :mod:`bespoke_fractal.qcengine_fixes` applied to qcfractalcompute's task script."""
+        :mod:`bespoke_fractal.compat.qcengine` applied to qcfractalcompute's task script."""
         shim = self.directory / "bin" / "python3"
         shim.parent.mkdir(parents=True, exist_ok=True)
         python = sys.executable
@@ -104,7 +104,7 @@ class LocalManagers:
             "#!/bin/sh\n"
             "# written by bespoke-fractal: QC tasks of these managers run with qcengine fixes\n"
             'case "$1" in\n'
-            f'  */qcengine_compute.py) exec "{python}" -m bespoke_fractal.qcengine_fixes "$@" ;;\n'
+            f'  */qcengine_compute.py) exec "{python}" -m bespoke_fractal.compat.qcengine "$@" ;;\n'
             "esac\n"
             f'exec "{python}" "$@"\n'
         )
