@@ -203,6 +203,48 @@ def qc_presets() -> None:
     console.print(table)
 
 
+@qc.command("check")
+@click.option("--preset", "presets", multiple=True, help="QC preset to check (repeatable; default: all).")
+@click.option("--timeout", type=float, default=900, show_default=True, help="Seconds to wait per preset.")
+@click.option(
+    "--n-workers",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Compute managers started for the embedded server if none run.",
+)
+@directory_option
+@server_file_option
+@server_env_option
+def qc_check(presets, timeout, n_workers, directory, server_file, server_env) -> None:
+    """Run one tiny gradient per QC preset through the connected managers and print how it went."""
+    from bespoke_fractal.qc import get_preset, list_presets
+    from bespoke_fractal.qc.availability import active_managers
+    from bespoke_fractal.qc.check import check_spec
+
+    specs = [get_preset(name) for name in presets] if presets else list_presets()
+    client = _connection(directory, server_file, server_env, n_workers).client()
+    managers = active_managers(client, wait=30.0)
+    columns = ("preset", "program", "version", "method / basis", "seconds", "energy / Eh", "result")
+    table = Table(*columns, title="QC check: one gradient of water per preset")
+    failed = 0
+    for spec in specs:
+        result = check_spec(client, spec, timeout=timeout, managers=managers)
+        failed += not result.ok
+        table.add_row(
+            result.preset,
+            result.program,
+            result.version or "-",
+            f"{result.method} / {result.basis or '-'}",
+            f"{result.seconds:.2f}" if result.seconds is not None else "-",
+            f"{result.energy_hartree:.8f}" if result.energy_hartree is not None else "-",
+            "OK" if result.ok else result.error,
+        )
+    console.print(table)
+    if failed:
+        sys.exit(1)
+
+
 def _connection(directory: Path, server_file, server_env, n_workers: int):
     from bespoke_fractal.manager import ManagerSettings
     from bespoke_fractal.session import ensure_embedded, external_connection

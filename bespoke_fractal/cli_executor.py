@@ -151,7 +151,10 @@ def stage_summary(output) -> str:
         if stage.type == "qc-generation" and output.qc.total:
             qc = output.qc
             text += f" ({qc.complete}/{qc.total} drives done"
+            text += f", {qc.running} running" if qc.running and stage.status == "running" else ""
             text += f", {qc.errored} errored)" if qc.errored else ")"
+            if qc.blocked:
+                text += f" - {qc.blocked}"
         elif stage.status == "running" and stage.note:
             text += f" ({stage.note})"
         parts.append(text)

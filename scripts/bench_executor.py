@@ -80,7 +80,7 @@ def main() -> None:
             second = wait_until_complete(executor.submit(args.smiles, factory), frequency=0.25)
             cached = time.monotonic() - t0
             new_records = sum(1 for _ in admin.query_records()) - records_before
-        compute, n_tasks, task_start, task_end = qc_task_times(admin, first.qc.record_ids)
+            compute, n_tasks, task_start, task_end = qc_task_times(admin, first.qc.record_ids)
     finally:
         if args.keep is None:
             shutil.rmtree(root, ignore_errors=True)

@@ -15,6 +15,7 @@ import json
 import logging
 import multiprocessing
 import threading
+import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -31,12 +32,15 @@ from bespoke_fractal.executor.workers import DRIVE_LIST, fragment_job, init_work
 from bespoke_fractal.optimization.forcebalance.run import LOG_NAME as FORCEBALANCE_LOG
 from bespoke_fractal.optimization.forcebalance.run import summarize_log
 from bespoke_fractal.optimization.stage import OptimizationResult
+from bespoke_fractal.qc.availability import ManagerPrograms, active_managers, missing_program
 from bespoke_fractal.qc.torsiondrive import FINISHED, DriveMonitor, TorsionDriveStage
 from bespoke_fractal.server import ServerConnection
 from bespoke_fractal.workflow.batch import SchemaOutcome
 from bespoke_fractal.workflow.schema import BespokeOptimizationSchema
 
 log = logging.getLogger(__name__)
+
+MANAGER_CHECK_INTERVAL = 30.0  # seconds between looks at which programs the managers have
 
 
 class CoordinatorSettings(BaseModel):
@@ -95,6 +99,8 @@ class Coordinator:
         self._fragmentations: dict[str, tuple[Future, list[int]]] = {}
         self._fits: dict[str, RunningFit] = {}
         self._server_down = False
+        self._managers: list[ManagerPrograms] | None = None
+        self._managers_read = 0.0
 
     # -- life cycle ----------------------------------------------------------------------------
     def __enter__(self) -> Coordinator:
@@ -308,14 +314,21 @@ class Coordinator:
         for job_id, (fields, drives) in running.items():
             progress = QCProgress.model_validate_json(fields["qc_progress"])
             mine = [statuses.get(d.record_id, "waiting") for d in drives]
+            # a drive waits on managers with its program, whether its record is waiting or running
+            unfinished = sorted(
+                {d.spec.program for d, s in zip(drives, mine, strict=True) if s not in FINISHED}
+            )
             updated = progress.model_copy(
                 update={
                     "complete": mine.count("complete"),
                     "running": mine.count("running"),
                     "waiting": sum(s not in FINISHED and s != "running" for s in mine),
                     "errored": sum(s in FINISHED and s != "complete" for s in mine),
+                    "blocked": self._blocked(unfinished),
                 }
             )
+            if updated.blocked and updated.blocked != progress.blocked:
+                log.warning("job %s: %s", job_id, updated.blocked)
             finished = all(s in FINISHED for s in mine)
             if updated != progress and not finished:
                 self.store.set_fields(job_id, qc_progress=updated.model_dump_json())
@@ -335,6 +348,21 @@ class Coordinator:
             else:
                 self.store.finish_stage(job_id, "qc-generation", qc_progress=updated.model_dump_json())
             log.info("job %s: QC %s", job_id, "failed" if failed else "complete")
+
+    def _blocked(self, programs: list[str]) -> str | None:
+        """Why drives of these programs cannot start: no connected manager runs them."""
+        if not programs:
+            return None
+        now = time.monotonic()
+        if self._managers is None or now - self._managers_read > MANAGER_CHECK_INTERVAL:
+            try:
+                self._managers = active_managers(self._stage.client)
+            except Exception as exc:  # noqa: BLE001 - an account that may not read managers: no check
+                log.debug("cannot list compute managers: %s", first_line(exc))
+                self._managers = None
+                return None
+            self._managers_read = now
+        return next((m for p in programs if (m := missing_program(self._managers, p))), None)
 
     # -- optimisation --------------------------------------------------------------------------
     def _start_fits(self) -> None:

@@ -24,6 +24,7 @@ class QCProgress(BaseModel):
     waiting: int = 0
     errored: int = 0
     new: int = Field(0, description="drives this job added to the server (the rest were cached)")
+    blocked: str | None = Field(None, description="why waiting drives cannot start (no manager runs them)")
     record_ids: list[int] = Field(default_factory=list)
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -94,28 +96,42 @@ class LocalManagers:
             },
         }
 
-    def _task_python(self) -> Path:
-        """A ``python3`` for QC tasks: this environment's Python, with the qcengine fixes of
-        :mod:`bespoke_fractal.compat.qcengine` applied to qcfractalcompute's task script."""
-        shim = self.directory / "bin" / "python3"
-        shim.parent.mkdir(parents=True, exist_ok=True)
+    def _task_bin(self) -> Path:
+        """Programs the managers' QC tasks find first on PATH (see :mod:`bespoke_fractal.compat`):
+
+        - ``python3``: this environment's Python, running qcfractalcompute's task script with
+          the qcengine fixes of :mod:`bespoke_fractal.compat.qcengine`;
+        - ``dftd3``: the classic DFT-D3 command line on s-dftd3, for psi4 1.3's -D3 corrections,
+          unless a real ``dftd3`` is installed.
+        """
+        bin_dir = self.directory / "bin"
+        bin_dir.mkdir(parents=True, exist_ok=True)
         python = sys.executable
-        shim.write_text(
-            "#!/bin/sh\n"
-            "# written by bespoke-fractal: QC tasks of these managers run with qcengine fixes\n"
-            'case "$1" in\n'
+        shims = {
+            "python3": 'case "$1" in\n'
             f'  */qcengine_compute.py) exec "{python}" -m bespoke_fractal.compat.qcengine "$@" ;;\n'
             "esac\n"
             f'exec "{python}" "$@"\n'
-        )
-        shim.chmod(0o755)
-        return shim
+        }
+        real_dftd3 = shutil.which("dftd3", path=os.environ.get("PATH", ""))
+        if real_dftd3 is None and importlib.util.find_spec("dftd3") is not None:
+            shims["dftd3"] = f'exec "{python}" -m bespoke_fractal.compat.dftd3 "$@"\n'
+        for name in ("python3", "dftd3"):
+            path = bin_dir / name
+            if name not in shims:
+                path.unlink(missing_ok=True)
+                continue
+            path.write_text(
+                f"#!/bin/sh\n# written by bespoke-fractal for the QC tasks of its managers\n{shims[name]}"
+            )
+            path.chmod(0o755)
+        return bin_dir
 
     def _environment(self) -> dict[str, str]:
         env = dict(os.environ)
         bin_dir = str(Path(sys.executable).parent)
         # qcfractalcompute runs each task with the first ``python3`` on PATH.
-        env["PATH"] = os.pathsep.join([str(self._task_python().parent), bin_dir, env.get("PATH", "")])
+        env["PATH"] = os.pathsep.join([str(self._task_bin()), bin_dir, env.get("PATH", "")])
         for name in THREAD_VARIABLES:
             env[name] = str(self.settings.cores_per_worker)
         env["PYTHONUNBUFFERED"] = "1"
