@@ -15,26 +15,40 @@ PR_SET_PDEATHSIG = 1
 
 
 def read_pid(pid_file: Path) -> int | None:
-    """PID recorded in ``pid_file`` if that process is still alive, else None (stale files go)."""
+    """PID recorded in ``pid_file`` if that very process is still alive, else None (a stale
+    file, left by a crash or naming a PID the system has given to another process, goes)."""
     try:
-        pid = int(pid_file.read_text().split()[0])
+        fields = pid_file.read_text().split()
+        pid = int(fields[0])
+        started = float(fields[1]) if len(fields) > 1 else None
     except (FileNotFoundError, ValueError, IndexError):
         return None
-    if not _alive(pid, pid_file):
+    if not _alive(pid, started, pid_file):
         pid_file.unlink(missing_ok=True)
         return None
     return pid
 
 
-def _alive(pid: int, pid_file: Path) -> bool:
+def _alive(pid: int, started: float | None, pid_file: Path) -> bool:
     try:
         proc = psutil.Process(pid)
         if proc.status() == psutil.STATUS_ZOMBIE:
             return False
-        # A recycled PID belongs to a process started after the PID file was written.
+        if started is not None:  # PID and start time name one process, ever
+            return abs(proc.create_time() - started) < 0.5
+        # older files hold the PID alone: a recycled PID belongs to a process started later
         return proc.create_time() <= pid_file.stat().st_mtime + 1.0
     except (psutil.NoSuchProcess, FileNotFoundError):
         return False
+
+
+def write_pid(pid_file: Path, pid: int) -> None:
+    """Record ``pid`` with its start time, so that a recycled PID is never taken for it."""
+    try:
+        started = f" {psutil.Process(pid).create_time():.3f}"
+    except psutil.NoSuchProcess:
+        started = ""
+    pid_file.write_text(f"{pid}{started}\n")
 
 
 def die_with_parent() -> None:
@@ -82,7 +96,7 @@ def spawn(
             start_new_session=True,
             preexec_fn=preexec,
         )
-    pid_file.write_text(f"{proc.pid}\n")
+    write_pid(pid_file, proc.pid)
     return proc.pid
 
 

@@ -237,11 +237,15 @@ def _report(outputs, output_directory: Path | None, log_file: Path | None = None
                 table.add_row(
                     row["target"],
                     row["parent_bonds"],
-                    row["rmse_before_kcal_mol"],
-                    row["rmse_after_kcal_mol"],
+                    row["rmse_before_kcal_mol"] or "-",
+                    row["rmse_after_kcal_mol"] or "-",
                     row["kept_initial"],
                 )
             console.print(table)
+            for row in rows:
+                if row["note"].startswith("not fitted"):
+                    where = f"job {output.id}, target {row['target']} ({row['parent_bonds']})"
+                    errors.print(f"Warning: {where}: {row['note']}")
         if output.status != "success":
             failed += 1
             if verbose():

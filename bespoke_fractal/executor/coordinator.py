@@ -28,10 +28,11 @@ from bespoke_fractal.executor.config import BespokeWorkerConfig
 from bespoke_fractal.executor.drives import submit_targets
 from bespoke_fractal.executor.models import QCProgress, StageType
 from bespoke_fractal.executor.store import JobStore
+from bespoke_fractal.executor.supervisor import Supervisor
 from bespoke_fractal.executor.workers import DRIVE_LIST, fragment_job, init_worker, optimize_job
 from bespoke_fractal.optimization.forcebalance.run import LOG_NAME as FORCEBALANCE_LOG
 from bespoke_fractal.optimization.forcebalance.run import summarize_log
-from bespoke_fractal.optimization.stage import OptimizationResult
+from bespoke_fractal.optimization.stage import MIN_GRID_COVERAGE, OptimizationResult
 from bespoke_fractal.qc.availability import ManagerPrograms, active_managers, missing_program
 from bespoke_fractal.qc.torsiondrive import FINISHED, DriveMonitor, TorsionDriveStage
 from bespoke_fractal.server import ServerConnection
@@ -84,11 +85,13 @@ class Coordinator:
         store: JobStore,
         connection: ServerConnection,
         settings: CoordinatorSettings | None = None,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self.directory = Path(directory).absolute()
         self.store = store
         self.connection = connection
         self.settings = settings or CoordinatorSettings()
+        self.supervisor = supervisor
         self.cache_directory = self.directory / "am1-cache"
         self.fits_directory = self.directory / "fits"
         self._stage: TorsionDriveStage | None = None
@@ -131,7 +134,9 @@ class Coordinator:
             stop.wait(self.settings.poll_interval)
 
     def step(self) -> None:
-        """One pass over every stage."""
+        """One pass over every stage (and over the services, when it supervises them)."""
+        if self.supervisor is not None and self.supervisor.check():
+            self._stage = None  # a restarted server: log in again
         self._collect_fragmentations()
         self._start_fragmentations()
         try:
@@ -334,20 +339,28 @@ class Coordinator:
                 self.store.set_fields(job_id, qc_progress=updated.model_dump_json())
             if not finished:
                 continue
-            failed = [(d, s) for d, s in zip(drives, mine, strict=True) if s != "complete"]
-            if failed:
-                drive, status = failed[0]
-                line = self._monitor.errors.get(drive.record_id, f"record is {status}")
-                error = (
-                    f"{len(failed)} of {len(drives)} torsion drive(s) failed; record {drive.record_id} "
-                    f"({drive.entry_name}): {line}"
-                )
+            failed = [d for d, s in zip(drives, mine, strict=True) if s != "complete"]
+            if not failed:
+                self.store.finish_stage(job_id, "qc-generation", qc_progress=updated.model_dump_json())
+                log.info("job %s: QC complete", job_id)
+                continue
+            # a drive that failed part-way may still be fitted to (MIN_GRID_COVERAGE of its grid)
+            results = self._stage.results(failed, errors=self._monitor.errors)
+            lines = [f"record {r.record_id} ({_done(r)} grid points done): {r.error}" for r in results]
+            usable = len(drives) - len(failed) + sum(r.usable(MIN_GRID_COVERAGE) for r in results)
+            summary = f"{len(failed)} of {len(drives)} torsion drive(s) failed; {lines[0]}"
+            if usable:
                 self.store.finish_stage(
-                    job_id, "qc-generation", error=error, qc_progress=updated.model_dump_json()
+                    job_id,
+                    "qc-generation",
+                    note=f"{summary}; fitting the {usable} usable drive(s)",
+                    qc_progress=updated.model_dump_json(),
                 )
             else:
-                self.store.finish_stage(job_id, "qc-generation", qc_progress=updated.model_dump_json())
-            log.info("job %s: QC %s", job_id, "failed" if failed else "complete")
+                self.store.finish_stage(
+                    job_id, "qc-generation", error=summary, qc_progress=updated.model_dump_json()
+                )
+            log.warning("job %s: %s", job_id, summary)
 
     def _blocked(self, programs: list[str]) -> str | None:
         """Why drives of these programs cannot start: no connected manager runs them."""
@@ -443,6 +456,8 @@ class Coordinator:
             f"{'reused an identical earlier fit; ' if reused else ''}{result.iterations} iteration(s), "
             f"mean RMSE {result.mean_rmse_before:.3f} -> {result.mean_rmse_after:.3f} kcal/mol"
         )
+        if result.unfitted:
+            note += f"; {len(result.unfitted)} target(s) not fitted (no usable QC), initial parameters kept"
         error = None if result.converged else f"ForceBalance did not converge: {result.message}"
         self.store.finish_stage(job_id, "optimization", error=error, note=note, fit_key=key)
         log.info("job %s: optimisation %s (%s)", job_id, "done" if not error else "failed", note)
@@ -452,6 +467,10 @@ class Coordinator:
         with self.store.session() as session:
             job = self.store.job(session, job_id)
             return {"schema_json": job.schema_json, "drives": job.drives, "qc_progress": job.qc_progress}
+
+
+def _done(result) -> str:
+    return f"{len(result.grid)}/{len(result.grid) + len(result.missing_angles)}"
 
 
 def _new_pool(n_workers: int, config: BespokeWorkerConfig) -> ProcessPoolExecutor:

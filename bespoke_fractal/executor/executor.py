@@ -33,6 +33,7 @@ from bespoke_fractal.executor.service import (
     start_logging,
 )
 from bespoke_fractal.executor.store import JobStore
+from bespoke_fractal.executor.supervisor import SupervisedServices
 from bespoke_fractal.manager import LocalManagers, ManagerSettings
 from bespoke_fractal.molecules import MoleculeInput, load_molecule
 from bespoke_fractal.server import EmbeddedServer, ServerConnection
@@ -131,6 +132,7 @@ class BespokeExecutor:
         poll_interval: float = 2.0,
         optimization_timeout: float = 3600.0,
         keep_worse: bool = False,
+        max_qc_resets: int = 2,
     ) -> None:
         if n_qc_compute_workers < 0:
             raise ExecutorError("n_qc_compute_workers must be 0 or more")
@@ -146,6 +148,7 @@ class BespokeExecutor:
                 poll_interval=poll_interval,
                 optimization_timeout=optimization_timeout,
                 keep_worse=keep_worse,
+                max_resets=max_qc_resets,
             )
         except ValidationError as exc:
             error = exc.errors()[0]
@@ -221,11 +224,19 @@ class BespokeExecutor:
         JobStore.in_directory(self.directory, self.database_url).close()  # a bad URL fails here
 
     def _service_config(self, connection: ServerConnection) -> ServiceConfig:
+        supervise = None
+        if self._owned.server or self._owned.managers:  # what this executor started, it keeps alive
+            supervise = SupervisedServices(
+                directory=self.directory,
+                server=self._owned.server,
+                managers=self.manager_settings if self._owned.managers else None,
+            )
         return ServiceConfig(
             directory=self.directory,
             database_url=self.database_url,
             settings=self.coordinator_settings,
             connection=connection,
+            supervise=supervise,
         )
 
     def _start_services(self) -> ServerConnection:

@@ -18,22 +18,42 @@ RMSE_COLUMNS = (
     "rmse_after_kcal_mol",
     "kept_initial",
     "parameter_ids",
+    "note",
 )
 
 
+def _bonds(bonds) -> str:
+    return " ".join(f"{a}-{b}" for a, b in bonds)
+
+
 def rmse_rows(output: BespokeExecutorOutput) -> list[dict[str, str]]:
-    """One row per target torsion: RMSE against QC before and after the fit (kcal/mol)."""
-    return [
+    """One row per target torsion: RMSE against QC before and after the fit (kcal/mol); a
+    target without usable QC is a row that says so."""
+    rows = [
         {
             "target": str(row.target_index),
-            "parent_bonds": " ".join(f"{a}-{b}" for a, b in row.parent_bonds),
+            "parent_bonds": _bonds(row.parent_bonds),
             "rmse_before_kcal_mol": f"{row.rmse_before:.3f}",
             "rmse_after_kcal_mol": f"{row.rmse_after:.3f}",
             "kept_initial": "yes" if row.kept_initial else "no",
             "parameter_ids": " ".join(row.parameter_ids),
+            "note": "fit made it worse: initial parameters kept" if row.kept_initial else "",
         }
         for row in output.torsion_rmse
     ]
+    for target in output.results.unfitted if output.results else []:
+        rows.append(
+            {
+                "target": str(target.target_index),
+                "parent_bonds": _bonds(target.parent_bonds),
+                "rmse_before_kcal_mol": "",
+                "rmse_after_kcal_mol": "",
+                "kept_initial": "yes",
+                "parameter_ids": "",
+                "note": f"not fitted: {target.reason}",
+            }
+        )
+    return sorted(rows, key=lambda row: int(row["target"]))
 
 
 def write_job_output(output: BespokeExecutorOutput, directory: str | Path) -> list[Path]:

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict
 from bespoke_fractal.errors import BespokeFractalError, first_line
 from bespoke_fractal.executor.coordinator import Coordinator, CoordinatorSettings
 from bespoke_fractal.executor.store import JobStore
+from bespoke_fractal.executor.supervisor import SupervisedServices, Supervisor
 from bespoke_fractal.server import ServerConnection
 
 log = logging.getLogger("bespoke_fractal.executor")
@@ -49,6 +50,7 @@ class ServiceConfig(BaseModel):
     database_url: str | None = None
     settings: CoordinatorSettings = CoordinatorSettings()
     connection: ServerConnection
+    supervise: SupervisedServices | None = None
 
     def to_secret_json(self) -> str:
         """JSON that includes the password (for the child's stdin only)."""
@@ -132,7 +134,8 @@ def serve(config: ServiceConfig, stop: threading.Event, on_ready=None) -> None:
     store = None
     try:
         store = JobStore.in_directory(config.directory, config.database_url)
-        coordinator = Coordinator(config.directory, store, config.connection, config.settings)
+        supervisor = Supervisor(config.supervise) if config.supervise else None
+        coordinator = Coordinator(config.directory, store, config.connection, config.settings, supervisor)
         with coordinator:
             log.info("coordinator %d running on %s", os.getpid(), config.directory)
             if on_ready is not None:

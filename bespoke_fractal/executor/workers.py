@@ -48,7 +48,7 @@ def optimize_job(
     keep_worse: bool,
 ) -> str:
     """Read the job's torsion profiles from the server and fit; OptimizationResult JSON."""
-    from bespoke_fractal.optimization.stage import optimize_schema, profiles_from_results
+    from bespoke_fractal.optimization.stage import optimize_schema, usable_profiles
     from bespoke_fractal.qc.torsiondrive import TorsionDriveStage
     from bespoke_fractal.workflow.schema import BespokeOptimizationSchema
 
@@ -59,8 +59,14 @@ def optimize_job(
         (drive.dataset_name, drive.entry_name): result
         for drive, result in zip(drives, stage.results(drives), strict=True)
     }
-    profiles = profiles_from_results(schema, results)
+    profiles, unfitted = usable_profiles(schema, results)
     result = optimize_schema(
-        schema, profiles, Path(output_directory), n_cores=n_cores, timeout=timeout, keep_worse=keep_worse
+        schema,
+        profiles,
+        Path(output_directory),
+        n_cores=n_cores,
+        timeout=timeout,
+        keep_worse=keep_worse,
+        unfitted=unfitted,
     )
     return result.model_dump_json()

@@ -23,9 +23,19 @@ from bespoke_fractal.optimization.models import BespokeTorsion, TorsionProfile
 from bespoke_fractal.qc.torsiondrive import TorsionDriveResult
 from bespoke_fractal.workflow.schema import BespokeOptimizationSchema
 
+MIN_GRID_COVERAGE = 0.75  # share of a failed drive's grid that must be done to fit to it
+
 
 class OptimizationError(BespokeFractalError):
     """The optimisation stage could not run (missing or failed QC data, bad input)."""
+
+
+class UnfittedTarget(BaseModel):
+    """A target torsion left with the initial force field's parameters, and why."""
+
+    target_index: int
+    parent_bonds: list[Bond]
+    reason: str
 
 
 class ProfileScore(BaseModel):
@@ -65,6 +75,9 @@ class OptimizationResult(BaseModel):
     message: str = ""
     fit_seconds: float
     torsions: list[TorsionFitReport] = Field(default_factory=list)
+    unfitted: list[UnfittedTarget] = Field(
+        default_factory=list, description="targets left with the initial parameters (no usable QC), and why"
+    )
     work_directory: Path | None = Field(None, description="ForceBalance's directory, kept on failure")
 
     @property
@@ -77,30 +90,59 @@ class OptimizationResult(BaseModel):
         return sum(s.rmse for s in scores) / max(len(scores), 1)
 
 
+def usable_profiles(
+    schema: BespokeOptimizationSchema,
+    results: Mapping[tuple[str, str], TorsionDriveResult],
+    min_coverage: float = MIN_GRID_COVERAGE,
+) -> tuple[list[TorsionProfile], list[UnfittedTarget]]:
+    """QC profiles of the targets whose drive is usable, and the targets that cannot be fitted.
+
+    Results are keyed by (dataset name, torsion identity key). A drive that failed part-way is
+    used when at least ``min_coverage`` of its grid completed.
+    """
+    profiles, unfitted = [], []
+    for index, target in enumerate(schema.targets):
+        result = results.get((schema.qc_spec.dataset_name, target.identity.key))
+        reason = None
+        if result is None:
+            reason = f"no QC result ({target.identity.key})"
+        elif not result.usable(min_coverage):
+            done = f", {len(result.grid)} of {len(result.grid) + len(result.missing_angles)} grid points"
+            partial = done if result.missing_angles else ""
+            reason = f"QC drive {result.record_id} failed{partial}: {result.error}"
+        if reason is not None:
+            unfitted.append(
+                UnfittedTarget(target_index=index, parent_bonds=target.parent_bonds, reason=reason)
+            )
+            continue
+        profiles.append(_profile(schema, index, result))
+    return profiles, unfitted
+
+
 def profiles_from_results(
     schema: BespokeOptimizationSchema, results: Mapping[tuple[str, str], TorsionDriveResult]
 ) -> list[TorsionProfile]:
-    """One QC profile per target, from results keyed by (dataset name, torsion identity key)."""
-    profiles = []
-    for index, target in enumerate(schema.targets):
-        result = results.get((schema.qc_spec.dataset_name, target.identity.key))
-        if result is None:
-            raise OptimizationError(f"{schema.id}: no QC result for target {index} ({target.identity.key})")
-        if not result.ok:
-            raise OptimizationError(f"{schema.id}: QC drive of target {index} failed: {result.error}")
-        fragment = schema.fragmentation.fragments[target.fragment]
-        grid = sorted(result.grid, key=lambda point: point.angle)
-        profiles.append(
-            TorsionProfile(
-                target_index=index,
-                mapped_smiles=fragment.mapped_smiles,
-                dihedral=result.driven_dihedral,
-                angles=[point.angle for point in grid],
-                energies_kcal_mol=[point.relative_energy_kcal_mol for point in grid],
-                geometries_angstrom=[point.geometry_angstrom for point in grid],
-            )
-        )
+    """One QC profile per target; raises OptimizationError unless every drive is complete."""
+    profiles, unfitted = usable_profiles(schema, results, min_coverage=1.0)
+    if unfitted:
+        raise OptimizationError(f"{schema.id}: target {unfitted[0].target_index}: {unfitted[0].reason}")
     return profiles
+
+
+def _profile(schema: BespokeOptimizationSchema, index: int, result: TorsionDriveResult) -> TorsionProfile:
+    """The QC profile of target ``index``, energies relative to its lowest grid point."""
+    target = schema.targets[index]
+    fragment = schema.fragmentation.fragments[target.fragment]
+    grid = sorted(result.grid, key=lambda point: point.angle)
+    lowest = min(point.energy_kcal_mol for point in grid)
+    return TorsionProfile(
+        target_index=index,
+        mapped_smiles=fragment.mapped_smiles,
+        dihedral=result.driven_dihedral,
+        angles=[point.angle for point in grid],
+        energies_kcal_mol=[point.energy_kcal_mol - lowest for point in grid],
+        geometries_angstrom=[point.geometry_angstrom for point in grid],
+    )
 
 
 def optimize_schema(
@@ -110,20 +152,31 @@ def optimize_schema(
     n_cores: int = 1,
     timeout: float = 3600.0,
     keep_worse: bool = False,
+    unfitted: list[UnfittedTarget] | None = None,
 ) -> OptimizationResult:
     """Fit bespoke torsions of one molecule and write ``<output>/<schema.id>/``.
 
-    Writes ``force-field.offxml``, ``report.json`` and one PNG per torsion under ``plots/``.
-    When the fit does not converge the force field written is the initial one (no bespoke
-    torsions), every target is marked ``kept_initial`` and the message says why.
+    ``profiles`` hold the targets to fit; targets in ``unfitted`` (no usable QC) get no bespoke
+    parameters and are listed in the result. Writes ``force-field.offxml``, ``report.json`` and
+    one PNG per fitted torsion under ``plots/``. When the fit does not converge the force field
+    written is the initial one (no bespoke torsions), every target is marked ``kept_initial``
+    and the message says why.
     """
     from bespoke_fractal.optimization.forcebalance import run_forcebalance
     from bespoke_fractal.optimization.smirks import add_bespoke_torsions, bespoke_torsions
 
     directory = Path(output_directory) / schema.id
     directory.mkdir(parents=True, exist_ok=True)
+    if not profiles:
+        raise OptimizationError(f"{schema.id}: no target torsion has usable QC data")
     initial = load_force_field(schema.initial_force_field)
-    torsions = bespoke_torsions(schema, initial)
+    fitted_targets = {profile.target_index for profile in profiles}
+    # a parameter shared by several targets comes from one drive, so they are all fitted or none
+    torsions = [
+        t
+        for t in bespoke_torsions(schema, initial)
+        if set(t.target_indices or [t.target_index]) <= fitted_targets
+    ]
     start_force_field = add_bespoke_torsions(initial, torsions)
     start = time.perf_counter()
     fit = run_forcebalance(
@@ -139,6 +192,7 @@ def optimize_schema(
     result = OptimizationResult(
         schema_id=schema.id,
         smiles=schema.smiles,
+        unfitted=unfitted or [],
         converged=fit.converged,
         iterations=fit.iterations,
         message=fit.message,

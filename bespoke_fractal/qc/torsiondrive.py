@@ -8,6 +8,7 @@ record, whoever submits it and from whatever input.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -36,6 +37,18 @@ FINISHED = {"complete", "error", "cancelled", "invalid", "deleted"}
 # qcengine error types that a retry cannot cure
 PERMANENT_ERRORS = {"input_error", "inputerror", "method_error", "unknown_method"}
 PERMANENT_PHRASES = ("not available", "not supported", "unknown method", "invalid", "not found")
+
+
+def grid_angles(spacing: int) -> list[int]:
+    """The angles of a 1-D torsiondrive grid, as torsiondrive names them (-180 < a <= 180)."""
+    return list(range(-180 + spacing, 181, spacing))
+
+
+def json_key(key) -> tuple[int, ...]:
+    """A grid key of a torsiondrive record as a tuple of angles (keys come as tuples or JSON)."""
+    if isinstance(key, str):
+        return tuple(json.loads(key))
+    return tuple(key)
 
 
 class GridPoint(BaseModel):
@@ -83,10 +96,24 @@ class TorsionDriveResult(BaseModel):
     error: str | None = None
     energy_note: str | None = None
     resets: int = 0
+    missing_angles: list[int] = Field(
+        default_factory=list, description="grid angles with no result (a drive that failed part-way)"
+    )
 
     @property
     def ok(self) -> bool:
         return self.status == "complete" and not self.error
+
+    @property
+    def coverage(self) -> float:
+        """Share of the grid with a result (1.0 for a complete drive)."""
+        total = len(self.grid) + len(self.missing_angles)
+        return len(self.grid) / total if total else 0.0
+
+    def usable(self, min_coverage: float) -> bool:
+        """Complete, or failed part-way with at least ``min_coverage`` of its grid done (an
+        energy check that fails leaves no grid, so such a drive is never usable)."""
+        return self.ok or (self.status == "error" and bool(self.grid) and self.coverage >= min_coverage)
 
 
 def to_qcportal_molecule(molecule: Molecule, geometry_angstrom: np.ndarray):
@@ -309,18 +336,35 @@ class TorsionDriveStage:
                 error=errors.get(drive.record_id),
                 resets=resets.get(drive.record_id, 0),
             )
-            if status == "complete":
+            if status in ("complete", "error"):
                 try:
-                    grid, note = self._profile(drive, record)
+                    grid, note = self._profile(drive, record, partial=status == "error")
                     result.grid, result.energy_note = grid, note
                 except TorsionDriveError as exc:
-                    result.error = str(exc)
+                    if status == "complete":
+                        result.error = str(exc)
+                if status == "error":
+                    done = {point.angle for point in result.grid}
+                    result.missing_angles = [a for a in grid_angles(drive.spec.grid_spacing) if a not in done]
             out.append(result)
         return out
 
-    def _profile(self, drive: TorsionDrive, record) -> tuple[list[GridPoint], str | None]:
-        minimum = record.minimum_optimizations
-        keys = sorted(minimum, key=lambda key: int(key[0]))
+    def _profile(
+        self, drive: TorsionDrive, record, partial: bool = False
+    ) -> tuple[list[GridPoint], str | None]:
+        """The lowest-energy optimisation of each grid point; for a drive that failed part-way
+        (``partial``) from the optimisations that did complete."""
+        if partial:
+            minimum = {}
+            for key, optimizations in (record.optimizations or {}).items():
+                done = [o for o in optimizations if str(getattr(o.status, "value", o.status)) == "complete"]
+                if done:
+                    minimum[key] = min(done, key=lambda o: o.energies[-1])
+            if not minimum:
+                return [], None
+        else:
+            minimum = record.minimum_optimizations
+        keys = sorted(minimum, key=lambda key: int(json_key(key)[0]))
         opt_ids = [minimum[key].id for key in keys]
         optimizations = {o.id: o for o in self.client.get_optimizations(opt_ids, include=["final_molecule"])}
         canonical = drive.torsion.identity.to_molecule()
@@ -339,7 +383,7 @@ class TorsionDriveStage:
             in_input_order[order] = geometry
             grid.append(
                 GridPoint(
-                    angle=int(key[0]),
+                    angle=int(json_key(key)[0]),
                     energy_hartree=energy,
                     energy_kcal_mol=energy * KCAL_PER_HARTREE,
                     relative_energy_kcal_mol=(energy - lowest) * KCAL_PER_HARTREE,
