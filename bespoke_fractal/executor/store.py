@@ -10,6 +10,7 @@ last finished stage.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -98,14 +99,17 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
 class JobStore:
     """Create, read and change jobs; each method is one transaction."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, read_only: bool = False, label: str | None = None) -> None:
         self.url = url
+        self.read_only = read_only
+        self.label = label
         try:
             connect_args = {"timeout": 60, "check_same_thread": False} if url.startswith("sqlite") else {}
             self.engine: Engine = create_engine(url, connect_args=connect_args)
-            if url.startswith("sqlite"):
+            if url.startswith("sqlite") and not read_only:
                 event.listen(self.engine, "connect", _sqlite_pragmas)
-            Base.metadata.create_all(self.engine)
+            if not read_only:
+                Base.metadata.create_all(self.engine)
         except SQLAlchemyError as exc:
             raise JobStoreError(f"cannot open the job store {self._safe_url}: {_reason(exc)}") from None
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
@@ -118,10 +122,16 @@ class JobStore:
         directory = Path(directory).absolute()
         if not directory.is_dir():
             raise JobStoreError(f"no executor directory {directory}")
-        return cls(f"sqlite:///{directory / DATABASE_NAME}")
+        path = directory / DATABASE_NAME
+        if path.exists() and not os.access(directory, os.W_OK):
+            # an archived, read-only directory: its jobs can still be listed and retrieved
+            return cls(f"sqlite:///file:{path}?mode=ro&immutable=1&uri=true", read_only=True, label=str(path))
+        return cls(f"sqlite:///{path}", label=str(path))
 
     @property
     def _safe_url(self) -> str:
+        if self.label:
+            return self.label
         from sqlalchemy.engine import make_url
 
         try:
@@ -131,8 +141,13 @@ class JobStore:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        with self._sessions() as session, session.begin():
-            yield session
+        """One transaction; a database failure (full disk, read-only file) is one clear line."""
+        try:
+            with self._sessions() as session, session.begin():
+                yield session
+        except SQLAlchemyError as exc:
+            where = "the read-only job store" if self.read_only else "the job store"
+            raise JobStoreError(f"{where} {self._safe_url}: {_reason(exc)}") from None
 
     def close(self) -> None:
         self.engine.dispose()

@@ -1,0 +1,172 @@
+"""kill -9 of the coordinator in every stage, of a compute manager and of the embedded server
+(QCFractal and PostgreSQL) mid-QC: every job completes, and nothing finished is done again.
+
+All processes are real and are killed with SIGKILL, as the kernel's OOM killer or a crashed
+node would; no clean-up code of theirs runs.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import psutil
+import pytest
+
+from bespoke_fractal import _process
+from bespoke_fractal.executor import BespokeExecutor, JobStore, submit_to_store, wait_until_complete
+from bespoke_fractal.executor.coordinator import CoordinatorSettings
+from bespoke_fractal.executor.service import CoordinatorProcess, ServiceConfig
+from bespoke_fractal.server import EmbeddedServer
+from bespoke_fractal.session import embedded_managers
+from bespoke_fractal.workflow import BespokeWorkflowFactory
+
+
+def factory(grid: int) -> BespokeWorkflowFactory:
+    return BespokeWorkflowFactory.from_preset("debug", **{"qc_spec.grid_spacing": grid})
+
+
+def torsiondrive_ids(client) -> set[int]:
+    return {record.id for record in client.query_records(record_type="torsiondrive")}
+
+
+def wait_for(predicate, timeout: float = 600, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+    return value
+
+
+def stage_running(store: JobStore, job_id: str, stage: int):
+    def check():
+        output = store.output(job_id)
+        assert output.status != "errored", output.error
+        return output if output.stages[stage].status == "running" else None
+
+    return check
+
+
+def test_coordinator_killed_in_every_stage(embedded_server, managers, admin_client):
+    """One job, its coordinator SIGKILLed in fragmentation, in QC, at the fragmentation-QC
+    boundary (server unreachable) and in the fit; each time a new executor takes over."""
+    directory = embedded_server.directory
+    store = JobStore.in_directory(directory)
+    before = torsiondrive_ids(admin_client)
+
+    def executor() -> BespokeExecutor:
+        return BespokeExecutor(n_qc_compute_workers=0, directory=directory, poll_interval=0.3)
+
+    def kill(ex: BespokeExecutor) -> None:
+        os.kill(ex.coordinator_pid, signal.SIGKILL)
+        wait_for(lambda: not ex.running, 30, "the coordinator to die")
+        ex.__exit__(None, None, None)
+
+    # 1. mid-fragmentation (a molecule new to the AM1 cache, so fragmentation takes seconds)
+    ex = executor().__enter__()
+    job_id = ex.submit("CCOCCC(C)(C)C", factory(90))
+    wait_for(stage_running(store, job_id, 0), what="fragmentation to start")
+    kill(ex)
+    # 2. mid-QC
+    ex = executor().__enter__()
+    output = wait_for(lambda: (o := store.output(job_id)).qc.record_ids and o, what="QC to be submitted")
+    record_ids = output.qc.record_ids
+    fragmentations = output.stages[0].attempts
+    kill(ex)
+    # 3. mid-fit
+    ex = executor().__enter__()
+    wait_for(stage_running(store, job_id, 2), what="the fit to start")
+    kill(ex)
+    ex = executor().__enter__()
+    try:
+        final = wait_until_complete(job_id, frequency=0.5, timeout=1200)
+    finally:
+        ex.__exit__(None, None, None)
+
+    assert final.status == "success", final.error
+    assert final.stages[0].attempts == fragmentations <= 2  # redone only if the kill cut it short
+    assert final.qc.record_ids == record_ids  # the drives submitted before the kill were kept
+    assert torsiondrive_ids(admin_client) - before == set(record_ids)  # and computed once
+    assert final.stages[2].attempts == 2  # the fit cut short was run again, once
+    assert [o.id for o in store.outputs() if o.name == "CCOCCC(C)(C)C"] == [job_id]
+
+
+def test_coordinator_killed_at_the_fragmentation_qc_boundary(
+    embedded_server, managers, traversable_directory
+):
+    """With the server unreachable the job rests between its finished fragmentation and its QC
+    submission; a coordinator killed there leaves a successor that submits it once."""
+    directory = traversable_directory("bf-boundary-") / "executor"
+    directory.mkdir()
+    store = JobStore.in_directory(directory)
+    real = embedded_server.connection("submit")
+    unreachable = real.model_copy(update={"address": "http://127.0.0.1:9"})
+    settings = CoordinatorSettings(poll_interval=0.3)
+    child = CoordinatorProcess.start(
+        ServiceConfig(directory=directory, settings=settings, connection=unreachable)
+    )
+    job_id = submit_to_store(store, "CCCC", factory(90))
+    wait_for(lambda: store.output(job_id).stages[0].status == "success", what="fragmentation")
+    time.sleep(1.0)  # several steps fail to reach the server
+    output = store.output(job_id)
+    assert output.stages[1].status == "waiting" and not output.qc.record_ids
+    os.kill(child.pid, signal.SIGKILL)
+    child.process.wait(30)
+    with BespokeExecutor(n_qc_compute_workers=0, directory=directory, fractal_server=real, poll_interval=0.3):
+        final = wait_until_complete(job_id, frequency=0.5, timeout=900)
+    assert final.status == "success", final.error
+    assert final.stages[0].attempts == 1 and len(final.qc.record_ids) == 1
+
+
+@pytest.fixture(scope="module")
+def owned(traversable_directory):
+    """An executor that starts its own embedded server and one manager, in a fresh directory."""
+    directory = traversable_directory("bf-crash-") / "executor"
+    with BespokeExecutor(n_qc_compute_workers=1, directory=directory, poll_interval=0.5) as ex:
+        yield ex
+    assert not EmbeddedServer(directory).status().running
+
+
+def _task_processes() -> list[psutil.Process]:
+    return [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if any("qcengine_compute" in c for c in p.info["cmdline"] or [])
+    ]
+
+
+def test_killed_manager_is_restarted_and_its_task_recomputed_once(owned):
+    server = EmbeddedServer(owned.directory)
+    admin = server.connection("admin").client()
+    before = torsiondrive_ids(admin)
+    job_id = owned.submit("CCCCO", factory(90))
+    wait_for(_task_processes, what="a QC task to run")
+    [manager] = [m for m in embedded_managers(server).status() if m.running]
+    victims = [psutil.Process(manager.pid), *psutil.Process(manager.pid).children(recursive=True)]
+    for proc in victims:
+        proc.kill()
+    output = wait_until_complete(job_id, frequency=0.5, timeout=1200)
+    assert output.status == "success", output.error
+    [again] = [m for m in embedded_managers(server).status() if m.running]
+    assert again.pid != manager.pid  # the supervisor started a new one
+    assert torsiondrive_ids(admin) - before == set(output.qc.record_ids)
+
+
+def test_killed_server_and_postgres_are_restarted_and_the_job_completes(owned):
+    server = EmbeddedServer(owned.directory)
+    admin = server.connection("admin").client()
+    before = torsiondrive_ids(admin)
+    job_id = owned.submit("CCCCF", factory(90))
+    output = wait_for(lambda: (o := owned.retrieve(job_id)).qc.record_ids and o, what="QC to be submitted")
+    server_pid = _process.read_pid(server.pid_file)
+    postmaster = int((server.postgres.data_dir / "postmaster.pid").read_text().split()[0])
+    for pid in (server_pid, postmaster):
+        psutil.Process(pid).kill()
+    wait_for(lambda: not psutil.pid_exists(server_pid), 30, "the server to die")
+    final = wait_until_complete(job_id, frequency=0.5, timeout=1200)
+    assert final.status == "success", final.error
+    assert final.qc.record_ids == output.qc.record_ids
+    admin = server.connection("admin").client()
+    assert torsiondrive_ids(admin) - before == set(output.qc.record_ids)
+    assert _process.read_pid(server.pid_file) != server_pid
