@@ -123,9 +123,19 @@ def test_coordinator_killed_at_the_fragmentation_qc_boundary(
 def owned(traversable_directory):
     """An executor that starts its own embedded server and one manager, in a fresh directory."""
     directory = traversable_directory("bf-crash-") / "executor"
-    with BespokeExecutor(n_qc_compute_workers=1, directory=directory, poll_interval=0.5) as ex:
+    with BespokeExecutor(
+        n_qc_compute_workers=1, directory=directory, poll_interval=0.5, qc_stall_seconds=20
+    ) as ex:
         yield ex
     assert not EmbeddedServer(directory).status().running
+
+
+def _dead(pid: int) -> bool:
+    """Gone, or a zombie (a child of this process that nobody has reaped yet)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 def _task_processes() -> list[psutil.Process]:
@@ -163,7 +173,7 @@ def test_killed_server_and_postgres_are_restarted_and_the_job_completes(owned):
     postmaster = int((server.postgres.data_dir / "postmaster.pid").read_text().split()[0])
     for pid in (server_pid, postmaster):
         psutil.Process(pid).kill()
-    wait_for(lambda: not psutil.pid_exists(server_pid), 30, "the server to die")
+    wait_for(lambda: _dead(server_pid), 30, "the server to die")
     final = wait_until_complete(job_id, frequency=0.5, timeout=1200)
     assert final.status == "success", final.error
     assert final.qc.record_ids == output.qc.record_ids

@@ -56,6 +56,11 @@ class CoordinatorSettings(BaseModel):
     poll_interval: float = Field(2.0, gt=0, description="seconds between coordinator steps")
     max_resets: int = Field(2, ge=0, description="resets of an errored QC drive before it fails")
     max_worker_attempts: int = Field(3, ge=1, description="runs of a stage whose worker process died")
+    qc_stall_seconds: float = Field(
+        120.0,
+        gt=0,
+        description="seconds a drive may sit running with no service state before it is restarted",
+    )
     optimization_timeout: float = Field(3600.0, gt=0, description="seconds one fit may take")
     keep_worse: bool = Field(False, description="keep fitted torsions that the fit made worse")
 
@@ -145,9 +150,11 @@ class Coordinator:
             if self._server_down:
                 log.info("QCFractal server reachable again")
                 self._server_down = False
-        except ServerError as exc:
+        except Exception as exc:
+            if not _server_trouble(exc):
+                raise
             if not self._server_down:
-                log.warning("QC stage paused: %s", exc)
+                log.warning("QC stage paused, the server is unavailable: %s", first_line(exc))
             self._server_down = True
             self._stage = None
         self._collect_fits()
@@ -178,7 +185,9 @@ class Coordinator:
             self._stage = TorsionDriveStage(self.connection.client())
             self._monitor = None
         if self._monitor is None:
-            self._monitor = DriveMonitor(self._stage.client, self.settings.max_resets)
+            self._monitor = DriveMonitor(
+                self._stage.client, self.settings.max_resets, stall_seconds=self.settings.qc_stall_seconds
+            )
             self._monitor.on_note = log.info
         return self._stage
 
@@ -467,6 +476,15 @@ class Coordinator:
         with self.store.session() as session:
             job = self.store.job(session, job_id)
             return {"schema_json": job.schema_json, "drives": job.drives, "qc_progress": job.qc_progress}
+
+
+def _server_trouble(exc: BaseException) -> bool:
+    """The server is down, restarting or without its database: wait, do not fail any job."""
+    from qcportal.client_base import PortalRequestError
+
+    if isinstance(exc, ServerError | ConnectionError):
+        return True
+    return isinstance(exc, PortalRequestError) and getattr(exc, "status_code", 0) >= 500
 
 
 def _done(result) -> str:

@@ -133,6 +133,7 @@ class BespokeExecutor:
         optimization_timeout: float = 3600.0,
         keep_worse: bool = False,
         max_qc_resets: int = 2,
+        qc_stall_seconds: float = 120.0,
     ) -> None:
         if n_qc_compute_workers < 0:
             raise ExecutorError("n_qc_compute_workers must be 0 or more")
@@ -149,6 +150,7 @@ class BespokeExecutor:
                 optimization_timeout=optimization_timeout,
                 keep_worse=keep_worse,
                 max_resets=max_qc_resets,
+                qc_stall_seconds=qc_stall_seconds,
             )
         except ValidationError as exc:
             error = exc.errors()[0]

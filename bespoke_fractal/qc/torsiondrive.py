@@ -158,11 +158,14 @@ class DriveMonitor:
     """Statuses of many drive records, one query per poll; errored records are reset up to
     ``max_resets`` times each unless the error is permanent, then reported with one line."""
 
-    def __init__(self, client: PortalClient, max_resets: int = 2) -> None:
+    def __init__(self, client: PortalClient, max_resets: int = 2, stall_seconds: float = 120.0) -> None:
         self.client = client
         self.max_resets = max_resets
+        self.stall_seconds = stall_seconds
         self.resets: dict[int, int] = {}
         self.errors: dict[int, str] = {}
+        self.revived: dict[int, int] = {}
+        self._quiet_since: dict[int, float] = {}
         self.on_note: Callable[[str], None] = lambda _text: None
 
     def poll(self, record_ids: Sequence[int]) -> dict[int, str]:
@@ -172,7 +175,34 @@ class DriveMonitor:
         for start in range(0, len(ids), 500):
             for record in self.client.get_records(ids[start : start + 500]):
                 statuses[record.id] = self._status(record)
+        self._revive_stalled([i for i, status in statuses.items() if status == "running"])
         return statuses
+
+    def _revive_stalled(self, running: list[int]) -> None:
+        """A torsion drive whose service was cut off in its first iteration (the server died
+        then) stays "running" with no state and no tasks for ever; QCFractal does not restart
+        it. Cancelling and uncancelling it does; done at most ``max_resets + 1`` times each."""
+        now = time.monotonic()
+        for record_id in list(self._quiet_since):
+            if record_id not in running:
+                del self._quiet_since[record_id]
+        due = []
+        for record_id in running:
+            since = self._quiet_since.setdefault(record_id, now)
+            if now - since > self.stall_seconds:
+                due.append(record_id)
+        if not due:
+            return
+        for record in self.client.get_torsiondrives(due, include=["service"]):
+            service = record.service
+            self._quiet_since[record.id] = now
+            stalled = service is not None and not service.service_state and not service.dependencies
+            if not stalled or self.revived.get(record.id, 0) > self.max_resets:
+                continue
+            self.revived[record.id] = self.revived.get(record.id, 0) + 1
+            self.client.cancel_records([record.id])
+            self.client.uncancel_records([record.id])
+            self.on_note(f"record {record.id}: its service had stalled with no tasks; restarted it")
 
     def _status(self, record) -> str:
         status = str(getattr(record.status, "value", record.status))
