@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -111,7 +112,7 @@ class JobStore:
             if not read_only:
                 Base.metadata.create_all(self.engine)
         except SQLAlchemyError as exc:
-            raise JobStoreError(f"cannot open the job store {self._safe_url}: {_reason(exc)}") from None
+            raise JobStoreError(f"cannot open the job store {self._safe_url}: {self._reason(exc)}") from None
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @classmethod
@@ -127,6 +128,15 @@ class JobStore:
             # an archived, read-only directory: its jobs can still be listed and retrieved
             return cls(f"sqlite:///file:{path}?mode=ro&immutable=1&uri=true", read_only=True, label=str(path))
         return cls(f"sqlite:///{path}", label=str(path))
+
+    def _reason(self, exc: SQLAlchemyError) -> str:
+        """The database's own reason, with the free space when SQLite only says "disk I/O"."""
+        reason = _reason(exc)
+        if self.label and ("disk" in reason or "full" in reason):
+            free = shutil.disk_usage(Path(self.label).parent).free
+            if free < 1 << 20:
+                return f"no space left on the device ({free // 1024} KiB free; SQLite: {reason})"
+        return reason
 
     @property
     def _safe_url(self) -> str:
@@ -147,7 +157,7 @@ class JobStore:
                 yield session
         except SQLAlchemyError as exc:
             where = "the read-only job store" if self.read_only else "the job store"
-            raise JobStoreError(f"{where} {self._safe_url}: {_reason(exc)}") from None
+            raise JobStoreError(f"{where} {self._safe_url}: {self._reason(exc)}") from None
 
     def close(self) -> None:
         self.engine.dispose()
