@@ -83,7 +83,8 @@ def test_no_password_in_arguments_logs_store_results_or_errors(embedded_server, 
         relative = path.relative_to(directory).as_posix() if path.is_relative_to(directory) else path.name
         if not path.is_file() or relative in SECRET_HOLDERS or relative.startswith("postgres/"):
             continue  # the database itself is PostgreSQL's, in its account's 0700 directory
-        if re.fullmatch(r"managers/manager-\d+\.yaml", relative):
+        if re.fullmatch(r"([\w-]+/)*[\w-]*managers/manager-\d+\.yaml", relative):
+            assert path.stat().st_mode & 0o077 == 0, f"{path} is readable by others"
             continue  # a manager's configuration holds the compute password, 0600
         texts[str(path)] = path.read_bytes().decode(errors="replace")
     assert any(name.endswith("executor.log") for name in texts) and any(
