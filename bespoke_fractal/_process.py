@@ -51,11 +51,12 @@ def write_pid(pid_file: Path, pid: int) -> None:
     pid_file.write_text(f"{pid}{started}\n")
 
 
-def die_with_parent() -> None:
+def die_with_parent(parent_pid: int | None = None) -> None:
     """Ask Linux to SIGKILL this process when its parent dies (a no-op elsewhere).
 
     For worker processes: a coordinator killed with SIGKILL leaves no fit or fragmentation
-    running behind it to race the work its successor restarts.
+    running behind it to race the work its successor restarts. With `parent_pid`, a process
+    whose parent died before this call (it was reparented, so no signal would ever come) exits.
     """
     try:
         import ctypes
@@ -63,7 +64,9 @@ def die_with_parent() -> None:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     except (OSError, AttributeError):
-        pass
+        return
+    if parent_pid is not None and os.getppid() != parent_pid:
+        os._exit(1)
 
 
 def spawn(

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import psutil
@@ -180,3 +182,22 @@ def test_killed_server_and_postgres_are_restarted_and_the_job_completes(owned):
     admin = server.connection("admin").client()
     assert torsiondrive_ids(admin) - before == set(output.qc.record_ids)
     assert _process.read_pid(server.pid_file) != server_pid
+
+
+@pytest.mark.parametrize("parent_lives", [True, False])
+def test_a_worker_whose_coordinator_died_before_it_started_does_nothing(tmp_path, parent_lives):
+    """A pool worker that starts up (seconds of imports) after its coordinator was killed is
+    reparented before it can ask for PDEATHSIG; it must exit instead of taking the work."""
+    flag = tmp_path / "worked"
+    worker = (
+        "import sys, time; time.sleep(1.5); from bespoke_fractal._process import die_with_parent; "
+        f"die_with_parent(int(sys.argv[1])); open({str(flag)!r}, 'w').close()"
+    )
+    parent = (
+        "import os, subprocess, sys, time; "
+        f"subprocess.Popen([sys.executable, '-c', {worker!r}, str(os.getpid())]); "
+        f"time.sleep({3.5 if parent_lives else 0})"
+    )
+    subprocess.run([sys.executable, "-c", parent], check=True, timeout=60)
+    time.sleep(0 if parent_lives else 3.0)
+    assert flag.exists() == parent_lives

@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import multiprocessing
+import os
 import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -496,7 +497,7 @@ def _new_pool(n_workers: int, config: BespokeWorkerConfig) -> ProcessPoolExecuto
         max_workers=n_workers,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=init_worker,
-        initargs=(config.thread_environment(),),
+        initargs=(config.thread_environment(), os.getpid()),
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -177,7 +178,7 @@ def _run_process(directory: Path, log_path: Path, n_cores: int, timeout: float) 
             stderr=subprocess.STDOUT,
             env=_child_environment(n_cores),
             start_new_session=True,
-            preexec_fn=die_with_parent,
+            preexec_fn=functools.partial(die_with_parent, os.getpid()),
         )
         try:
             return process.wait(timeout=max(0.0, timeout)), False
