@@ -67,7 +67,7 @@ def test_coordinator_killed_in_every_stage(embedded_server, managers, admin_clie
 
     # 1. mid-fragmentation (a molecule new to the AM1 cache, so fragmentation takes seconds)
     ex = executor().__enter__()
-    job_id = ex.submit("CCOCCC(C)(C)C", factory(90))
+    job_id = ex.submit("CCOC", factory(90))
     wait_for(stage_running(store, job_id, 0), what="fragmentation to start")
     kill(ex)
     # 2. mid-QC
@@ -91,7 +91,7 @@ def test_coordinator_killed_in_every_stage(embedded_server, managers, admin_clie
     assert final.qc.record_ids == record_ids  # the drives submitted before the kill were kept
     assert torsiondrive_ids(admin_client) - before == set(record_ids)  # and computed once
     assert final.stages[2].attempts == 2  # the fit cut short was run again, once
-    assert [o.id for o in store.outputs() if o.name == "CCOCCC(C)(C)C"] == [job_id]
+    assert [o.id for o in store.outputs() if o.name == "CCOC"] == [job_id]
 
 
 def test_coordinator_killed_at_the_fragmentation_qc_boundary(
@@ -152,7 +152,7 @@ def test_killed_manager_is_restarted_and_its_task_recomputed_once(owned):
     server = EmbeddedServer(owned.directory)
     admin = server.connection("admin").client()
     before = torsiondrive_ids(admin)
-    job_id = owned.submit("CCCCO", factory(90))
+    job_id = owned.submit("CCSC", factory(90))
     wait_for(_task_processes, what="a QC task to run")
     [manager] = [m for m in embedded_managers(server).status() if m.running]
     victims = [psutil.Process(manager.pid), *psutil.Process(manager.pid).children(recursive=True)]
@@ -169,7 +169,7 @@ def test_killed_server_and_postgres_are_restarted_and_the_job_completes(owned):
     server = EmbeddedServer(owned.directory)
     admin = server.connection("admin").client()
     before = torsiondrive_ids(admin)
-    job_id = owned.submit("CCCCF", factory(90))
+    job_id = owned.submit("CC(=O)OC", factory(90))
     output = wait_for(lambda: (o := owned.retrieve(job_id)).qc.record_ids and o, what="QC to be submitted")
     server_pid = _process.read_pid(server.pid_file)
     postmaster = int((server.postgres.data_dir / "postmaster.pid").read_text().split()[0])

@@ -187,7 +187,7 @@ class Launched:
                 "--directory",
                 str(directory),
                 "--n-qc-compute-workers",
-                "1",
+                "2",
                 "--qc-compute-n-cores",
                 "1",
                 "--qc-compute-max-mem",

@@ -16,6 +16,8 @@ from bespoke_fractal.errors import ManagerError
 from bespoke_fractal.server.connection import ServerConnection
 from bespoke_fractal.server.embedded import _write_private
 
+WARM_CLIENT = Path(__file__).with_name("warm_client.py")
+
 THREAD_VARIABLES = (
     "OMP_NUM_THREADS",
     "MKL_NUM_THREADS",
@@ -100,7 +102,8 @@ class LocalManagers:
         """Programs the managers' QC tasks find first on PATH (see :mod:`bespoke_fractal.compat`):
 
         - ``python3``: this environment's Python, running qcfractalcompute's task script with
-          the qcengine fixes of :mod:`bespoke_fractal.compat.qcengine`;
+          the qcengine fixes of :mod:`bespoke_fractal.compat.qcengine`, in a fork of the
+          manager's warm task server when it runs (:mod:`bespoke_fractal.manager.warm`);
         - ``dftd3``: the classic DFT-D3 command line on s-dftd3, for psi4 1.3's -D3 corrections,
           unless a real ``dftd3`` is installed.
         """
@@ -109,7 +112,7 @@ class LocalManagers:
         python = sys.executable
         shims = {
             "python3": 'case "$1" in\n'
-            f'  */qcengine_compute.py) exec "{python}" -m bespoke_fractal.compat.qcengine "$@" ;;\n'
+            f'  */qcengine_compute.py) exec "{python}" -S "{WARM_CLIENT}" "{python}" "$@" ;;\n'
             "esac\n"
             f'exec "{python}" "$@"\n'
         }

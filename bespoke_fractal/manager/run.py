@@ -12,9 +12,12 @@ import argparse
 import logging
 import signal
 import sys
+from pathlib import Path
 
 from qcfractalcompute.compute_manager import ComputeManager
 from qcfractalcompute.config import read_configuration
+
+from bespoke_fractal.manager import warm
 
 
 class FreeSlotComputeManager(ComputeManager):
@@ -46,6 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     config = read_configuration([args.config])
     logging.getLogger().setLevel(config.loglevel)
+    warm.start_beside(Path(args.config))  # before the manager, whose tasks inherit its address
     manager = FreeSlotComputeManager(config)
 
     def stop(signum, _frame) -> None:
