@@ -45,7 +45,7 @@ def small_disk(tmp_path):
     path.mkdir()
     mount("-t", "tmpfs", "-o", "size=1m", "tmpfs", str(path))
     yield path
-    subprocess.run(["umount", str(path)], check=False)
+    subprocess.run(["umount", "--lazy", str(path)], check=False)  # even while a file is open
 
 
 @pytest.fixture
@@ -59,7 +59,7 @@ def read_only(tmp_path):
     mount("--bind", str(path), str(path))
     mount("-o", "remount,ro,bind", str(path))
     yield path, job_id
-    subprocess.run(["umount", str(path)], check=False)
+    subprocess.run(["umount", "--lazy", str(path)], check=False)  # even while a file is open
 
 
 def test_full_disk_refuses_a_submission_and_keeps_the_jobs(small_disk):
