@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from bench_executor import qc_task_times
-from bench_load import PeakMemory
+from bench_load import PeakMemory, wait_all
 from rich.console import Console
 from rich.table import Table
 
@@ -36,14 +36,6 @@ MOLECULES = {
 
 def _ok(outputs) -> int:
     return sum(o.status == "success" for o in outputs)
-
-
-def wait_all(store: JobStore, ids: list[str]) -> list:
-    while True:
-        outputs = [store.output(job_id) for job_id in ids]
-        if all(o.status in ("success", "errored") for o in outputs):
-            return outputs
-        time.sleep(1.0)
 
 
 def main() -> None:

@@ -49,6 +49,15 @@ class PeakMemory(threading.Thread):
             self.own, self.tree = max(self.own, own), max(self.tree, tree)
 
 
+def wait_all(store: JobStore, ids: list[str], interval: float = 1.0) -> list:
+    """The outputs of jobs `ids`, once every one has succeeded or errored."""
+    while True:
+        outputs = [store.output(job_id) for job_id in ids]
+        if all(o.status in ("success", "errored") for o in outputs):
+            return outputs
+        time.sleep(interval)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--full", action="store_true", help="all 50 molecules")
@@ -78,11 +87,7 @@ def main() -> None:
             start = time.monotonic()
             ids = [executor.submit(smiles, factory) for smiles in molecules]
             store = JobStore.in_directory(directory)
-            while True:
-                outputs = [store.output(i) for i in ids]
-                if all(o.status in ("success", "errored") for o in outputs):
-                    break
-                time.sleep(2.0)
+            outputs = wait_all(store, ids, interval=2.0)
             wall = time.monotonic() - start
             memory.stop.set()
             admin = EmbeddedServer(directory).connection("admin").client()

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from bench_executor import qc_task_times
+from bench_load import wait_all
 from rich.console import Console
 from rich.table import Table
 
@@ -44,11 +45,7 @@ def run(n_molecules: int, n_workers: int, factory: BespokeWorkflowFactory) -> di
             store = JobStore.in_directory(directory)
             start = time.monotonic()
             ids = [executor.submit(smiles, factory) for smiles in SMALL_MOLECULES[:n_molecules]]
-            while True:
-                outputs = [store.output(job_id) for job_id in ids]
-                if all(o.status in ("success", "errored") for o in outputs):
-                    break
-                time.sleep(1.0)
+            outputs = wait_all(store, ids)
             wall = time.monotonic() - start
             admin = EmbeddedServer(directory).connection("admin").client()
             record_ids = sorted({r for o in outputs for r in o.qc.record_ids})
