@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 import yaml
 from parsl.executors import HighThroughputExecutor, ThreadPoolExecutor
-from parsl.providers.cluster_provider import ClusterProvider
 from pydantic import ValidationError
 from qcfractalcompute.compute_manager import ComputeManager
 from qcfractalcompute.config import FractalComputeConfig, read_configuration
@@ -100,21 +99,22 @@ def test_unknown_key_is_rejected(path, where, tmp_path):
 
 
 SUBMIT_COMMANDS = ("sbatch", "qsub", "bsub")
+SCHEDULER_COMMANDS = (*SUBMIT_COMMANDS, "sacct", "squeue", "scancel", "qstat", "qdel", "bjobs", "bkill")
 
 
 @pytest.mark.parametrize("path", TEMPLATES, ids=TEMPLATE_IDS)
-def test_build_executor_without_scheduler(path, monkeypatch):
-    # SlurmProvider.__init__ runs "sacct -X" once to choose sacct or squeue for status checks
-    # (a read-only query; without Slurm it fails and squeue is used). Every scheduler command is
-    # recorded and then really run, to show that building an executor submits nothing.
-    commands: list[str] = []
-    real_execute_wait = ClusterProvider.execute_wait
-
-    def recording_execute_wait(self, cmd, *args, **kwargs):
-        commands.append(cmd)
-        return real_execute_wait(self, cmd, *args, **kwargs)
-
-    monkeypatch.setattr(ClusterProvider, "execute_wait", recording_execute_wait)
+def test_build_executor_without_scheduler(path, monkeypatch, tmp_path):
+    # No scheduler is installed here. Commands of that name first on PATH log their call and
+    # fail as a missing command would (SlurmProvider.__init__ runs "sacct -X" once to choose
+    # sacct or squeue), to show that building an executor submits nothing.
+    log = tmp_path / "scheduler-calls.log"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in SCHEDULER_COMMANDS:
+        command = bin_dir / name
+        command.write_text(f'#!/bin/sh\necho "{name} $*" >> "{log}"\nexit 127\n')
+        command.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
 
     for label, cfg in _load(path).executors.items():
         executor = build_executor(label, cfg)
@@ -136,5 +136,8 @@ def test_build_executor_without_scheduler(path, monkeypatch):
         assert executor.workers_per_node == cfg.workers_per_node
         assert capacity == cfg.workers_per_node * cfg.max_nodes
 
+    commands = log.read_text().splitlines() if log.exists() else []
+    if any(cfg.type == "slurm" for cfg in _load(path).executors.values()):
+        assert any(c.startswith("sacct") for c in commands)  # the logging commands were the ones run
     submitted = [c for c in commands if c.split()[0] in SUBMIT_COMMANDS]
     assert not submitted, f"building the executor submitted jobs: {submitted}"
