@@ -128,5 +128,13 @@ def test_without_a_server_the_task_runs_cold(tmp_path):
 
 
 def test_project_managers_run_their_tasks_warm(managers):
-    logs = [path.read_text() for path in managers.directory.glob("manager-*.log")]
-    assert logs and all("task server ready" in log for log in logs)
+    """Each manager's warm server reports ready once it has imported qcengine and the rest."""
+    deadline = time.monotonic() + 120
+    while True:
+        logs = [path.read_text() for path in managers.directory.glob("manager-*.log")]
+        if logs and all("task server ready" in log for log in logs):
+            break
+        assert time.monotonic() < deadline, logs
+        time.sleep(0.5)
+    assert all(socket_path.exists() for socket_path in managers.directory.glob("manager-*.sock"))
+    assert len(list(managers.directory.glob("manager-*.sock"))) == len(logs)

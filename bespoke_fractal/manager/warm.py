@@ -114,10 +114,12 @@ def _read_request(connection: socket.socket) -> tuple[dict, list[int]]:
     return json.loads(body), fds
 
 
-def _run_child(request: dict, fds: list[int]) -> None:
+def _run_child(request: dict, fds: list[int], server_fds: list[int]) -> None:
     """In the fork: become the task process the client stands for, run its script, exit."""
     code = 1
     try:
+        for fd in server_fds:  # the listener and the server's side of every connection
+            os.close(fd)
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
             signal.signal(signum, signal.SIG_DFL)
         die_with_parent(None)
@@ -197,9 +199,11 @@ def _accept(listener: socket.socket, clients: dict, by_connection: dict) -> None
         return
     sys.stdout.flush()
     sys.stderr.flush()
+    server_fds = [listener.fileno(), connection.fileno(), *clients]
+    server_fds += [client.fileno() for _pid, client in clients.values()]
     pid = os.fork()
     if pid == 0:
-        _run_child(request, fds)
+        _run_child(request, fds, server_fds)
     for fd in fds:
         os.close(fd)
     pidfd = os.pidfd_open(pid)
