@@ -89,6 +89,68 @@ def server_status(directory: Path, as_json: bool) -> None:
         sys.exit(3)
 
 
+@server.group("user")
+def server_user() -> None:
+    """Accounts on the server, one per person or cluster (an admin account is needed)."""
+
+
+def _admin_connection(directory: Path, server_file: Path | None, server_env: bool):
+    from bespoke_fractal.server import EmbeddedServer
+    from bespoke_fractal.session import external_connection
+
+    connection = external_connection(server_file, server_env)
+    return connection if connection is not None else EmbeddedServer(directory).connection("admin")
+
+
+@server_user.command("add")
+@click.argument("username")
+@click.option(
+    "--role",
+    type=click.Choice(["submit", "compute", "read"]),
+    required=True,
+    help="submit: coordinators; compute: compute managers; read: qcportal users.",
+)
+@directory_option
+@server_file_option
+@server_env_option
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Credentials file to write (0600) [default: DIR/secrets/users/USERNAME.yaml].",
+)
+@click.option("--address", help="Server address to write in the file, as other machines reach it.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from stdin, not generated.")
+@click.option("--fullname", default="", help="Who the account is for.")
+def server_user_add(
+    username, role, directory, server_file, server_env, output, address, password_stdin, fullname
+) -> None:
+    """Create an account; its password goes to a 0600 credentials file, never to the terminal."""
+    from bespoke_fractal.server.accounts import ROLE_PURPOSE, add_user
+
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else None
+    output = output or directory / "secrets" / "users" / f"{username}.yaml"
+    admin = _admin_connection(directory, server_file, server_env)
+    connection = add_user(admin, username, role, output, password, fullname, address)
+    console.print(
+        f"added {role} account {username!r} ({ROLE_PURPOSE[role]}) on {connection.address}; "
+        f"credentials in {output}"
+    )
+
+
+@server_user.command("list")
+@directory_option
+@server_file_option
+@server_env_option
+def server_user_list(directory, server_file, server_env) -> None:
+    """The server's accounts and their roles."""
+    from bespoke_fractal.server.accounts import list_users
+
+    table = Table("username", "role", "enabled", "fullname")
+    for account in list_users(_admin_connection(directory, server_file, server_env)):
+        table.add_row(account.username, account.role, str(account.enabled), account.fullname)
+    console.print(table)
+
+
 # -- managers ---------------------------------------------------------------------------------
 @main.group()
 def manager() -> None:

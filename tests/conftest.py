@@ -11,7 +11,7 @@ import pytest
 
 from bespoke_fractal.manager import LocalManagers, ManagerSettings
 from bespoke_fractal.qc import TorsionDriveStage
-from bespoke_fractal.server import EmbeddedServer
+from bespoke_fractal.server import EmbeddedServer, ServerSettings
 from bespoke_fractal.session import embedded_managers
 
 
@@ -45,7 +45,8 @@ def server_directory() -> Path:
 
 @pytest.fixture(scope="session")
 def embedded_server(server_directory: Path) -> EmbeddedServer:
-    server = EmbeddedServer(server_directory)
+    # a manager killed by a test is declared dead after 3 missed 2 s heartbeats, not 30 s
+    server = EmbeddedServer(server_directory, ServerSettings(heartbeat_frequency=2))
     server.start()
     yield server
     embedded_managers(server).stop()

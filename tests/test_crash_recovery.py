@@ -20,7 +20,7 @@ from bespoke_fractal import _process
 from bespoke_fractal.executor import BespokeExecutor, JobStore, submit_to_store, wait_until_complete
 from bespoke_fractal.executor.coordinator import CoordinatorSettings
 from bespoke_fractal.executor.service import CoordinatorProcess, ServiceConfig
-from bespoke_fractal.server import EmbeddedServer
+from bespoke_fractal.server import EmbeddedServer, ServerSettings
 from bespoke_fractal.session import embedded_managers
 from bespoke_fractal.workflow import BespokeWorkflowFactory
 
@@ -123,10 +123,15 @@ def test_coordinator_killed_at_the_fragmentation_qc_boundary(
 
 @pytest.fixture(scope="module")
 def owned(traversable_directory):
-    """An executor that starts its own embedded server and one manager, in a fresh directory."""
+    """An executor that starts its own embedded server and one manager, in a fresh directory;
+    the server declares a manager dead after 3 missed 2 s heartbeats (6 s, not the default 30 s)."""
     directory = traversable_directory("bf-crash-") / "executor"
     with BespokeExecutor(
-        n_qc_compute_workers=1, directory=directory, poll_interval=0.5, qc_stall_seconds=20
+        n_qc_compute_workers=1,
+        directory=directory,
+        poll_interval=0.5,
+        qc_stall_seconds=8,  # a stalled drive is only revived when it has no state and no tasks
+        server_settings=ServerSettings(heartbeat_frequency=2),
     ) as ex:
         yield ex
     assert not EmbeddedServer(directory).status().running

@@ -52,7 +52,7 @@ def api_jobs(embedded_server, managers, admin_client):
         n_fragmenter_workers=2,
         fragmenter_worker_config=BespokeWorkerConfig(n_cores=1),
         n_qc_compute_workers=0,  # the session's managers serve this server
-        n_optimizer_workers=1,
+        n_optimizer_workers=2,  # the two fits run side by side
         optimizer_worker_config=BespokeWorkerConfig(n_cores=1),
         directory=embedded_server.directory,
         poll_interval=1.0,

@@ -92,7 +92,10 @@ def test_stopped_manager_hands_its_drive_to_another(
     assert any(name and name.startswith("bespoke-other") for name in finishers)
 
 
-@pytest.mark.parametrize("bad", [{"n_workers": 0}, {"cores_per_worker": 0}, {"memory_per_worker": -1}])
+@pytest.mark.parametrize(
+    "bad",
+    [{"n_workers": 0}, {"cores_per_worker": 0}, {"memory_per_worker": -1}, {"update_frequency": 0.5}],
+)
 def test_bad_manager_settings_are_rejected(bad):
     with pytest.raises(ValueError):
         ManagerSettings(**bad)

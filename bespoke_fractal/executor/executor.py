@@ -36,7 +36,7 @@ from bespoke_fractal.executor.store import JobStore
 from bespoke_fractal.executor.supervisor import SupervisedServices
 from bespoke_fractal.manager import LocalManagers, ManagerSettings
 from bespoke_fractal.molecules import MoleculeInput, load_molecule
-from bespoke_fractal.server import EmbeddedServer, ServerConnection
+from bespoke_fractal.server import EmbeddedServer, ServerConnection, ServerSettings
 from bespoke_fractal.session import embedded_managers
 from bespoke_fractal.workflow.factory import BespokeWorkflowFactory
 from bespoke_fractal.workflow.schema import BespokeOptimizationSchema
@@ -134,6 +134,7 @@ class BespokeExecutor:
         keep_worse: bool = False,
         max_qc_resets: int = 2,
         qc_stall_seconds: float = 120.0,
+        server_settings: ServerSettings | None = None,
     ) -> None:
         if n_qc_compute_workers < 0:
             raise ExecutorError("n_qc_compute_workers must be 0 or more")
@@ -155,10 +156,13 @@ class BespokeExecutor:
         except ValidationError as exc:
             error = exc.errors()[0]
             raise ExecutorError(f"{error['loc'][0]}: {error['msg']}") from None
+        if fractal_server is not None and server_settings is not None:
+            raise ExecutorError("server_settings apply to the embedded server, not to fractal_server")
         if isinstance(fractal_server, (str, Path)):
             fractal_server = ServerConnection.from_file(fractal_server)
         self.fractal_server = fractal_server
         self.database_url = database_url
+        self.server_settings = server_settings
         self.store: JobStore | None = None
         self._server: EmbeddedServer | None = None
         self._managers: LocalManagers | None = None
@@ -252,7 +256,7 @@ class BespokeExecutor:
                 )
             return self.fractal_server
         earlier = self._earlier_ownership()
-        self._server = EmbeddedServer(self.directory)
+        self._server = EmbeddedServer(self.directory, self.server_settings)
         self._owned.server = earlier.server or not self._server.status().running
         self._write_ownership()
         self._server.start()

@@ -33,7 +33,9 @@ class ManagerSettings(BaseModel):
     n_workers: int = Field(1, ge=1, description="worker processes (one manager process each)")
     cores_per_worker: int = Field(1, ge=1, description="cores given to each QC calculation")
     memory_per_worker: float = Field(2.0, gt=0, description="memory per worker in GiB")
-    update_frequency: float = Field(1.0, gt=0, description="seconds between server polls")
+    update_frequency: int = Field(
+        1, ge=1, strict=True, description="whole seconds between server polls (no fractions)"
+    )
     compute_tags: list[str] = Field(default_factory=lambda: ["*"])
     cluster: str = "bespoke-local"
 

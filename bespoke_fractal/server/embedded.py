@@ -20,7 +20,7 @@ from typing import Literal
 
 import requests
 import yaml
-from pydantic import BaseModel, SecretStr
+from pydantic import BaseModel, Field, SecretStr
 
 from bespoke_fractal import _process
 from bespoke_fractal.errors import CredentialsError, ServerError
@@ -77,6 +77,12 @@ class ServerSettings(BaseModel):
     heartbeat_frequency: int = 10
     heartbeat_max_missed: int = 3
     max_active_services: int = 20
+    compute_lost_resets: int = Field(
+        5,
+        ge=0,
+        description="times the server itself resets a task whose worker vanished (batch job killed, "
+        "walltime, node lost); other errors are left to the coordinator's max_qc_resets",
+    )
 
 
 class ServerState(BaseModel):
@@ -300,6 +306,12 @@ class EmbeddedServer:
             "max_active_services": settings.max_active_services,
             "heartbeat_frequency": settings.heartbeat_frequency,
             "heartbeat_max_missed": settings.heartbeat_max_missed,
+            "auto_reset": {
+                "enabled": settings.compute_lost_resets > 0,
+                "compute_lost": settings.compute_lost_resets,
+                "unknown_error": 0,
+                "random_error": 0,
+            },
             "temporary_dir": str(self.qcfractal_dir / "tmp"),
             "database": {
                 "own": False,

@@ -159,7 +159,9 @@ def optimize_in(settings: ForceBalanceSettings, target_names: list[str]) -> str:
             "mol2 input.sdf",
             "pdb conf.pdb",
             "coords scan.xyz",
-            "writelevel 2",
+            # 0: no per-evaluation plot_torsion.pdf/EnergyCompare.txt/mm_minimized.xyz; writing
+            # them took half of a small fit's time, and the stage draws its own plots
+            "writelevel 0",
             f"attenuate {_value(target.attenuate_weights)}",
             f"energy_denom {target.energy_denominator!r}",
             f"energy_upper {target.energy_cutoff!r}",
