@@ -53,6 +53,12 @@ def server_start(directory: Path, host: str, port: int | None) -> None:
     settings = ServerSettings(host=host, port=port) if (host != "127.0.0.1" or port) else None
     status = EmbeddedServer(directory, settings).start()
     console.print(f"QCFractal server running at {status.address} (directory {status.directory})")
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        console.print(
+            f"Warning: listening on {host} without TLS: passwords cross the network in clear text "
+            "unless a TLS proxy or SSH tunnel carries them (docs/hpc.md). Give each person and "
+            "cluster its own account: bespoke-fractal server user add NAME --role submit|compute|read"
+        )
 
 
 @server.command("stop")
@@ -173,6 +179,14 @@ def _managers(directory: Path, server_file: Path | None, server_env: bool, setti
 @server_file_option
 @server_env_option
 @click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Run one manager from a scheduler config (manager_configs/slurm.yaml, ...) in the "
+    "background; its account is the config's own unless --server-file, --server-env or "
+    "--directory (the embedded server's compute account) is given.",
+)
+@click.option(
     "--n-workers",
     type=int,
     default=1,
@@ -201,12 +215,27 @@ def _managers(directory: Path, server_file: Path | None, server_env: bool, setti
     show_default=True,
     help="Only take tasks with these compute tags.",
 )
+@click.pass_context
 def manager_start(
-    directory, server_file, server_env, n_workers, cores_per_worker, memory_per_worker, compute_tags
+    ctx,
+    directory,
+    server_file,
+    server_env,
+    config_file,
+    n_workers,
+    cores_per_worker,
+    memory_per_worker,
+    compute_tags,
 ) -> None:
     """Start compute managers for the embedded server (or an external one)."""
     from bespoke_fractal.manager import ManagerSettings
 
+    if config_file is not None:
+        status = _cluster_manager(ctx, directory, server_file, server_env, config_file).start()
+        console.print(
+            f"manager {status.name} from {status.config_file}: pid {status.pid}, log {status.log_file}"
+        )
+        return
     settings = ManagerSettings(
         n_workers=n_workers,
         cores_per_worker=cores_per_worker,
@@ -218,12 +247,37 @@ def manager_start(
         console.print(f"manager {p.index}: pid {p.pid}, cores {p.cores or 'any'}, log {p.log_file}")
 
 
+def _cluster_manager(ctx: click.Context, directory: Path, server_file, server_env, config_file: Path):
+    """The manager of ``config_file``; its account is the config's unless one is named."""
+    from bespoke_fractal.manager.cluster import ClusterManager
+    from bespoke_fractal.server import EmbeddedServer
+    from bespoke_fractal.session import external_connection
+
+    connection = external_connection(server_file, server_env)
+    explicit_directory = ctx.get_parameter_source("directory") is not click.core.ParameterSource.DEFAULT
+    if connection is None and explicit_directory:
+        connection = EmbeddedServer(directory).connection("compute")
+    return ClusterManager(config_file, directory / "cluster-managers", connection)
+
+
 @manager.command("stop")
 @directory_option
 @server_file_option
 @server_env_option
-def manager_stop(directory, server_file, server_env) -> None:
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Stop the manager started from this config.",
+)
+def manager_stop(directory, server_file, server_env, config_file) -> None:
     """Stop the managers; their unfinished tasks go back to the server."""
+    if config_file is not None:
+        from bespoke_fractal.manager.cluster import ClusterManager
+
+        stopped = ClusterManager(config_file, directory / "cluster-managers", None).stop()
+        console.print(f"stopped {int(stopped)} manager process(es)")
+        return
     stopped = _managers(directory, server_file, server_env).stop()
     console.print(f"stopped {stopped} manager process(es)")
 
@@ -233,10 +287,15 @@ def manager_stop(directory, server_file, server_env) -> None:
 @server_file_option
 @server_env_option
 def manager_status(directory, server_file, server_env) -> None:
-    """List the local manager processes."""
+    """List the local manager processes and those started from configs."""
+    from bespoke_fractal.manager.cluster import ClusterManager
+
     table = Table("manager", "pid", "running", "cores", "log")
     for p in _managers(directory, server_file, server_env).status():
         table.add_row(str(p.index), str(p.pid or "-"), str(p.running), str(p.cores), p.log_file)
+    for pid_file in sorted((directory / "cluster-managers").glob("*/manager.pid")):
+        state = ClusterManager(f"{pid_file.parent.name}.yaml", pid_file.parent.parent, None).status()
+        table.add_row(state.name, str(state.pid or "-"), str(state.running), "batch jobs", state.log_file)
     console.print(table)
 
 

@@ -40,6 +40,37 @@ class ManagerSettings(BaseModel):
     cluster: str = "bespoke-local"
 
 
+def write_task_bin(bin_dir: Path) -> Path:
+    """Write the programs QC tasks must find first on PATH (see :mod:`bespoke_fractal.compat`):
+
+    - ``python3``: this environment's Python, running qcfractalcompute's task script with the
+      qcengine fixes of :mod:`bespoke_fractal.compat.qcengine`, in a fork of the manager's warm
+      task server when one runs (:mod:`bespoke_fractal.manager.warm`), else in a new process;
+    - ``dftd3``: the classic DFT-D3 command line on s-dftd3, for psi4 1.3's -D3 corrections,
+      unless a real ``dftd3`` is installed.
+    """
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    python = sys.executable
+    shims = {
+        "python3": 'case "$1" in\n'
+        f'  */qcengine_compute.py) exec "{python}" -S "{WARM_CLIENT}" "{python}" "$@" ;;\n'
+        "esac\n"
+        f'exec "{python}" "$@"\n'
+    }
+    real_dftd3 = shutil.which("dftd3", path=os.environ.get("PATH", ""))
+    if real_dftd3 is None and importlib.util.find_spec("dftd3") is not None:
+        shims["dftd3"] = f'exec "{python}" -m bespoke_fractal.compat.dftd3 "$@"\n'
+    for name in ("python3", "dftd3"):
+        path = bin_dir / name
+        if name not in shims:
+            path.unlink(missing_ok=True)
+            continue
+        header = "#!/bin/sh\n# written by bespoke-fractal for the QC tasks of its managers\n"
+        path.write_text(header + shims[name])
+        path.chmod(0o755)
+    return bin_dir
+
+
 class ManagerProcess(BaseModel):
     index: int
     pid: int | None
@@ -100,43 +131,12 @@ class LocalManagers:
             },
         }
 
-    def _task_bin(self) -> Path:
-        """Programs the managers' QC tasks find first on PATH (see :mod:`bespoke_fractal.compat`):
-
-        - ``python3``: this environment's Python, running qcfractalcompute's task script with
-          the qcengine fixes of :mod:`bespoke_fractal.compat.qcengine`, in a fork of the
-          manager's warm task server when it runs (:mod:`bespoke_fractal.manager.warm`);
-        - ``dftd3``: the classic DFT-D3 command line on s-dftd3, for psi4 1.3's -D3 corrections,
-          unless a real ``dftd3`` is installed.
-        """
-        bin_dir = self.directory / "bin"
-        bin_dir.mkdir(parents=True, exist_ok=True)
-        python = sys.executable
-        shims = {
-            "python3": 'case "$1" in\n'
-            f'  */qcengine_compute.py) exec "{python}" -S "{WARM_CLIENT}" "{python}" "$@" ;;\n'
-            "esac\n"
-            f'exec "{python}" "$@"\n'
-        }
-        real_dftd3 = shutil.which("dftd3", path=os.environ.get("PATH", ""))
-        if real_dftd3 is None and importlib.util.find_spec("dftd3") is not None:
-            shims["dftd3"] = f'exec "{python}" -m bespoke_fractal.compat.dftd3 "$@"\n'
-        for name in ("python3", "dftd3"):
-            path = bin_dir / name
-            if name not in shims:
-                path.unlink(missing_ok=True)
-                continue
-            path.write_text(
-                f"#!/bin/sh\n# written by bespoke-fractal for the QC tasks of its managers\n{shims[name]}"
-            )
-            path.chmod(0o755)
-        return bin_dir
-
     def _environment(self) -> dict[str, str]:
         env = dict(os.environ)
         bin_dir = str(Path(sys.executable).parent)
         # qcfractalcompute runs each task with the first ``python3`` on PATH.
-        env["PATH"] = os.pathsep.join([str(self._task_bin()), bin_dir, env.get("PATH", "")])
+        task_bin = write_task_bin(self.directory / "bin")
+        env["PATH"] = os.pathsep.join([str(task_bin), bin_dir, env.get("PATH", "")])
         for name in THREAD_VARIABLES:
             env[name] = str(self.settings.cores_per_worker)
         env["PYTHONUNBUFFERED"] = "1"

@@ -41,6 +41,12 @@ class QCSpec(BaseModel):
         None, description="torsiondrive: skip grid points this far (Hartree) above the minimum"
     )
     aliases: tuple[str, ...] = ()
+    compute_tag: str = Field(
+        "*",
+        min_length=1,
+        description="QCFractal compute tag of new drives: only managers listing it (or '*') run "
+        "them, so one server can feed several clusters; routing only, not part of the result",
+    )
     elements: tuple[str, ...] = Field(
         (), description="elements the method handles, symbols or ranges such as 'H-Rn'; empty: any"
     )
@@ -72,7 +78,7 @@ class QCSpec(BaseModel):
 
     def science(self) -> dict[str, Any]:
         """The fields that change the computed result (not names or descriptions)."""
-        return self.model_dump(exclude={"name", "description", "aliases", "elements"})
+        return self.model_dump(exclude={"name", "description", "aliases", "elements", "compute_tag"})
 
     def unsupported_elements(self, symbols: Iterable[str]) -> list[str]:
         """The symbols among `symbols` this method cannot do, sorted and unique."""

@@ -279,7 +279,7 @@ class TorsionDriveStage:
             )
             new_names.add(identity.key)
         keys = sorted({t.identity.key for t in torsions})
-        dataset.submit(entry_names=keys, specification_names=[spec.label])
+        dataset.submit(entry_names=keys, specification_names=[spec.label], compute_tag=spec.compute_tag)
         record_ids = {
             entry: record.id
             for entry, _spec, record in dataset.iterate_records(
