@@ -15,6 +15,7 @@ import time
 
 import psutil
 import pytest
+from qc_tasks import qc_tasks
 
 from bespoke_fractal import _process
 from bespoke_fractal.executor import BespokeExecutor, JobStore, submit_to_store, wait_until_complete
@@ -145,20 +146,12 @@ def _dead(pid: int) -> bool:
         return True
 
 
-def _task_processes() -> list[psutil.Process]:
-    return [
-        p
-        for p in psutil.process_iter(["cmdline"])
-        if any("qcengine_compute" in c for c in p.info["cmdline"] or [])
-    ]
-
-
 def test_killed_manager_is_restarted_and_its_task_recomputed_once(owned):
     server = EmbeddedServer(owned.directory)
     admin = server.connection("admin").client()
     before = torsiondrive_ids(admin)
     job_id = owned.submit("CCSC", factory(90))
-    wait_for(_task_processes, what="a QC task to run")
+    wait_for(lambda: qc_tasks("C3H8S"), what="a QC task of this drive to run")
     [manager] = [m for m in embedded_managers(server).status() if m.running]
     victims = [psutil.Process(manager.pid), *psutil.Process(manager.pid).children(recursive=True)]
     for proc in victims:

@@ -268,7 +268,7 @@ def test_coordinator_killed_mid_qc_resumes_without_recomputing(cli_directory):
     admin = EmbeddedServer(cli_directory).connection("admin").client()
     submitted = cli(
         "submit", "--directory", str(cli_directory), "--smiles", "CCCCC", "--workflow", "debug",
-        "--set", "qc_spec.grid_spacing=45",
+        "--set", "qc_spec.grid_spacing=90",
     )  # fmt: skip
     assert submitted.returncode == 0, submitted.stderr
     job_id = submitted.stdout.split()[1].rstrip(":")

@@ -124,7 +124,7 @@ def test_drive_runs_in_slurm_jobs_and_survives_a_cancelled_job(
         drive = stage.submit(
             molecule,
             [default_dihedral(molecule, (1, 2))],
-            get_preset("debug", grid_spacing=60, compute_tag=TAG),
+            get_preset("debug", grid_spacing=90, compute_tag=TAG),
         )[0]
         deadline = time.monotonic() + 300
         while (found := task_in_slurm_job()) is None:
