@@ -20,6 +20,7 @@ from bespoke_fractal.cli_options import (
     server_file_option,
     with_workflow_options,
 )
+from bespoke_fractal.server.accounts import USER_ROLES
 
 console = Console()
 
@@ -112,7 +113,7 @@ def _admin_connection(directory: Path, server_file: Path | None, server_env: boo
 @click.argument("username")
 @click.option(
     "--role",
-    type=click.Choice(["submit", "compute", "read"]),
+    type=click.Choice(USER_ROLES),
     required=True,
     help="submit: coordinators; compute: compute managers; read: qcportal users.",
 )
@@ -288,13 +289,12 @@ def manager_stop(directory, server_file, server_env, config_file) -> None:
 @server_env_option
 def manager_status(directory, server_file, server_env) -> None:
     """List the local manager processes and those started from configs."""
-    from bespoke_fractal.manager.cluster import ClusterManager
+    from bespoke_fractal.manager.cluster import started_managers
 
     table = Table("manager", "pid", "running", "cores", "log")
     for p in _managers(directory, server_file, server_env).status():
         table.add_row(str(p.index), str(p.pid or "-"), str(p.running), str(p.cores), p.log_file)
-    for pid_file in sorted((directory / "cluster-managers").glob("*/manager.pid")):
-        state = ClusterManager(f"{pid_file.parent.name}.yaml", pid_file.parent.parent, None).status()
+    for state in started_managers(directory / "cluster-managers"):
         table.add_row(state.name, str(state.pid or "-"), str(state.running), "batch jobs", state.log_file)
     console.print(table)
 

@@ -143,11 +143,22 @@ class ClusterManager:
         return _process.stop(self.pid_file, timeout=timeout)
 
     def status(self) -> ClusterManagerStatus:
-        pid = _process.read_pid(self.pid_file)
-        return ClusterManagerStatus(
-            name=self.name,
-            pid=pid,
-            running=pid is not None,
-            config_file=str(self.config_file),
-            log_file=str(self.log_file),
-        )
+        return _status(self.directory, self.config_file)
+
+
+def _status(directory: Path, config_file: Path) -> ClusterManagerStatus:
+    pid = _process.read_pid(directory / "manager.pid")
+    return ClusterManagerStatus(
+        name=directory.name,
+        pid=pid,
+        running=pid is not None,
+        config_file=str(config_file),
+        log_file=str(directory / "manager.log"),
+    )
+
+
+def started_managers(state_root: str | Path) -> list[ClusterManagerStatus]:
+    """Every manager started from a config under ``state_root`` (running or not); their
+    config is the rendered one."""
+    directories = sorted(p.parent for p in Path(state_root).glob("*/manager.pid"))
+    return [_status(d, d / "manager.yaml") for d in directories]
