@@ -290,23 +290,87 @@ def launch(directory: Path, database_url: str | None, **options) -> None:
     console.print("executor stopped")
 
 
-def _submit(store, smiles, files, factory, enumerate_stereo: bool) -> tuple[list[str], int]:
-    """Queue every molecule; a bad one is one error line and does not stop the others."""
+def plan_table(plan) -> Table:
+    """Per molecule and in total: targets, drives, cached, in progress, to compute, core-hours."""
+    table = Table(
+        "molecule",
+        "targets",
+        "drives",
+        "complete",
+        "in progress",
+        "to compute",
+        "core-h",
+        title=f"QC plan: {plan.qc_spec}, grid {plan.grid_spacing}°",
+    )
+    for molecule in plan.molecules:
+        if molecule.error:
+            table.add_row(molecule.name, "-", "-", "-", "-", "-", "-", end_section=False)
+            continue
+        d = molecule.drives
+        table.add_row(
+            molecule.name,
+            str(d.targets),
+            str(d.unique),
+            str(d.complete) if plan.server_checked else "?",
+            str(d.in_progress) if plan.server_checked else "?",
+            str(d.to_compute),
+            f"{molecule.estimated_core_hours:.3g}",
+        )
+    t = plan.total
+    checked = plan.server_checked
+    table.add_section()
+    table.add_row(
+        "total",
+        str(t.targets),
+        str(t.unique),
+        str(t.complete) if checked else "?",
+        str(t.in_progress) if checked else "?",
+        str(t.to_compute),
+        f"{plan.estimated_core_hours:.3g}",
+    )
+    return table
+
+
+def print_plan(plan, console_: Console) -> None:
+    """The plan table, each molecule without drives with its reason, the summary line and the
+    cost model's source."""
+    console_.print(plan_table(plan))
+    for molecule in plan.molecules:
+        if molecule.error:
+            reason = molecule.error.removeprefix(f"{molecule.name}: ")
+            console_.print(f"{molecule.name}: no drives ({reason})", markup=False, highlight=False)
+    console_.print(plan.summary(), markup=False, highlight=False)
+    console_.print(f"cost model: {plan.cost_model.source}", markup=False, highlight=False)
+
+
+def _submit(executor_, smiles, files, factory, enumerate_stereo: bool, plan: bool) -> tuple[list[str], int]:
+    """Queue every molecule; a bad one is one error line and does not stop the others. With
+    ``plan`` the batch is fragmented here first and its QC plan shown (on stderr) before queueing."""
     from bespoke_fractal.errors import BespokeFractalError
-    from bespoke_fractal.executor import submit_to_store
+    from bespoke_fractal.executor import submit_plan, submit_to_store
     from bespoke_fractal.molecules import load_molecules
 
-    job_ids, failed = [], 0
-    for source in [*smiles, *files]:
-        for item in load_molecules(source, enumerate_stereo=enumerate_stereo):
+    items = [item for source in [*smiles, *files] for item in load_molecules(source, enumerate_stereo)]
+    store = executor_._store()
+    if plan:
+        batch_plan = executor_.plan(items, factory, start_server=False)
+        print_plan(batch_plan, errors)
+        queued = submit_plan(store, batch_plan)
+    else:
+        queued = []
+        for item in items:
             try:
-                job_id = submit_to_store(store, item, factory)
+                queued.append(submit_to_store(store, item, factory))
             except BespokeFractalError as exc:
-                click.echo(f"Error: {exc}", err=True)
-                failed += 1
-                continue
-            job_ids.append(job_id)
-            console.print(f"job {job_id}: {item.name}")
+                queued.append(exc)
+    job_ids, failed = [], 0
+    for item, job_id in zip(items, queued, strict=True):
+        if isinstance(job_id, Exception):
+            click.echo(f"Error: {job_id}", err=True)
+            failed += 1
+            continue
+        job_ids.append(job_id)
+        console.print(f"job {job_id}: {item.name}")
     return job_ids, failed
 
 
@@ -333,6 +397,16 @@ def molecule_options(function):
     return with_workflow_options(with_options(options)(function))
 
 
+def plan_option(function):
+    return click.option(
+        "--plan/--no-plan",
+        default=True,
+        show_default=True,
+        help="Fragment the batch here and show its QC plan (cached drives, drives to compute, "
+        "estimated core-hours) before queueing; --no-plan queues at once.",
+    )(function)
+
+
 def _factory(preset, workflow_file, changes, target_torsions):
     factory = factory_from_options(preset, workflow_file, changes)
     if target_torsions:
@@ -343,24 +417,103 @@ def _factory(preset, workflow_file, changes, target_torsions):
 @executor.command("submit")
 @executor_directory_options
 @molecule_options
+@plan_option
 def submit(
-    directory, database_url, smiles, files, target_torsions, enumerate_stereo, preset, workflow_file, changes
+    directory,
+    database_url,
+    smiles,
+    files,
+    target_torsions,
+    enumerate_stereo,
+    preset,
+    workflow_file,
+    changes,
+    plan,
 ) -> None:
-    """Queue fits and print their job ids (a running executor on DIR picks them up)."""
+    """Queue fits and print their job ids (a running executor on DIR picks them up).
+
+    The QC plan goes to stderr; it checks the cache of the embedded server when that runs."""
+    from bespoke_fractal.executor import BespokeExecutor
     from bespoke_fractal.executor.service import DirectoryLock
 
     if not smiles and not files:
         raise click.UsageError("give at least one --smiles or --file")
     factory = _factory(preset, workflow_file, changes, target_torsions)
     directory.mkdir(parents=True, exist_ok=True)
-    store = _store(directory, database_url)
-    _job_ids, failed = _submit(store, smiles, files, factory, enumerate_stereo)
+    executor_ = BespokeExecutor(directory=directory, database_url=database_url)
+    executor_.store = _store(directory, database_url)
+    _job_ids, failed = _submit(executor_, smiles, files, factory, enumerate_stereo, plan)
     if DirectoryLock(directory).holder() is None:
         errors.print(
             f"note: no executor is running on {directory}; the jobs wait until one does "
             f"('bespoke-fractal executor launch --directory {directory}')"
         )
     if failed:
+        sys.exit(1)
+
+
+@executor.command("plan")
+@executor_directory_options
+@molecule_options
+@click.option(
+    "--fractal-address", help="URL of an external QCFractal server (default: the embedded server in DIR)."
+)
+@click.option(
+    "--fractal-credentials",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="YAML file with username and password (and address) for that server; chmod 600.",
+)
+@click.option("--n-fragmenter-workers", type=int, default=1, show_default=True)
+@click.option(
+    "--qc-compute-n-cores",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Cores of each QC task, to turn task seconds into core-hours.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+def plan(
+    directory,
+    database_url,
+    smiles,
+    files,
+    target_torsions,
+    enumerate_stereo,
+    preset,
+    workflow_file,
+    changes,
+    fractal_address,
+    fractal_credentials,
+    n_fragmenter_workers,
+    qc_compute_n_cores,
+    as_json,
+) -> None:
+    """What the fits of these molecules need from QC, and what the server already has.
+
+    Fragments the molecules (with DIR's AM1 cache), works out every torsion drive, and asks the
+    server which exist for the QC spec, submitting nothing. Exit 1 if a molecule has no drives.
+    """
+    from bespoke_fractal.executor import BespokeExecutor, BespokeWorkerConfig
+    from bespoke_fractal.molecules import load_molecules
+    from bespoke_fractal.session import fractal_connection
+
+    if not smiles and not files:
+        raise click.UsageError("give at least one --smiles or --file")
+    factory = _factory(preset, workflow_file, changes, target_torsions)
+    executor_ = BespokeExecutor(
+        n_fragmenter_workers=n_fragmenter_workers,
+        qc_compute_worker_config=BespokeWorkerConfig(n_cores=qc_compute_n_cores),
+        directory=directory,
+        fractal_server=fractal_connection(fractal_address, fractal_credentials),
+        database_url=database_url,
+    )
+    items = [item for source in [*smiles, *files] for item in load_molecules(source, enumerate_stereo)]
+    result = executor_.plan(items, factory)
+    if as_json:
+        click.echo(result.model_dump_json(indent=2))
+    else:
+        print_plan(result, console)
+    if any(molecule.error for molecule in result.molecules):
         sys.exit(1)
 
 
@@ -420,6 +573,7 @@ def retrieve(directory, database_url, job_id, output) -> None:
 @executor.command("run")
 @executor_directory_options
 @molecule_options
+@plan_option
 @launch_options
 @click.option(
     "--output",
@@ -437,6 +591,7 @@ def run(
     preset,
     workflow_file,
     changes,
+    plan,
     output,
     **options,
 ) -> None:
@@ -449,7 +604,7 @@ def run(
     start = time.monotonic()
     with _executor(directory, database_url, **options) as executor_:
         console.print(f"executor running on {executor_.directory} ({time.monotonic() - start:.1f} s)")
-        job_ids, failed = _submit(executor_._store(), smiles, files, factory, enumerate_stereo)
+        job_ids, failed = _submit(executor_, smiles, files, factory, enumerate_stereo, plan)
 
         def alive() -> None:
             if not executor_.running:

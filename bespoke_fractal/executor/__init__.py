@@ -4,10 +4,12 @@ from bespoke_fractal.executor.config import BespokeWorkerConfig
 from bespoke_fractal.executor.executor import (
     BespokeExecutor,
     resolve_workflow,
+    submit_plan,
     submit_to_store,
     wait_until_complete,
 )
 from bespoke_fractal.executor.models import BespokeExecutorOutput, BespokeStageOutput, QCProgress
+from bespoke_fractal.executor.plan import MoleculePlan, QCPlan, plan_jobs
 from bespoke_fractal.executor.service import ExecutorError
 from bespoke_fractal.executor.store import JobStore, JobStoreError
 
@@ -19,8 +21,12 @@ __all__ = [
     "ExecutorError",
     "JobStore",
     "JobStoreError",
+    "MoleculePlan",
+    "QCPlan",
     "QCProgress",
+    "plan_jobs",
     "resolve_workflow",
+    "submit_plan",
     "submit_to_store",
     "wait_until_complete",
 ]

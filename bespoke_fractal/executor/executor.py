@@ -13,8 +13,10 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psutil
 from openff.toolkit import Molecule
@@ -24,6 +26,7 @@ from bespoke_fractal.errors import ServerError
 from bespoke_fractal.executor.config import BespokeWorkerConfig
 from bespoke_fractal.executor.coordinator import CoordinatorSettings
 from bespoke_fractal.executor.models import BespokeExecutorOutput
+from bespoke_fractal.executor.plan import QCPlan, plan_jobs
 from bespoke_fractal.executor.service import (
     CoordinatorProcess,
     DirectoryLock,
@@ -40,6 +43,9 @@ from bespoke_fractal.server import EmbeddedServer, ServerConnection, ServerSetti
 from bespoke_fractal.session import embedded_managers
 from bespoke_fractal.workflow.factory import BespokeWorkflowFactory
 from bespoke_fractal.workflow.schema import BespokeOptimizationSchema
+
+if TYPE_CHECKING:
+    from qcportal import PortalClient
 
 log = logging.getLogger("bespoke_fractal.executor")
 
@@ -95,6 +101,20 @@ def submit_to_store(
         workflow_json=factory.model_dump_json(),
         schema_id=factory.job_id(molecule),
     )
+
+
+def submit_plan(store: JobStore, plan: QCPlan) -> list[str | ExecutorError]:
+    """Queue the jobs of a plan as fragmented there (no second fragmentation); a molecule whose
+    fragmentation failed is queued as a molecule, so its job records the error like any other;
+    an unreadable one is its error, in its place."""
+    queued: list[str | ExecutorError] = []
+    for outcome, item in zip(plan.outcomes, plan.inputs, strict=True):
+        try:
+            source = outcome.schema_ if outcome.ok else item
+            queued.append(submit_to_store(store, source, plan.workflow, outcome.name))
+        except ExecutorError as exc:
+            queued.append(exc)
+    return queued
 
 
 class ServiceOwnership(BaseModel):
@@ -323,6 +343,55 @@ class BespokeExecutor:
 
     def retrieve(self, job_id: str) -> BespokeExecutorOutput:
         return self._store().output(job_id)
+
+    def plan(
+        self,
+        molecules: str | Path | Molecule | Iterable[str | Path | Molecule | MoleculeInput],
+        workflow: WorkflowLike = None,
+        enumerate_stereo: bool = False,
+        start_server: bool = True,
+    ) -> QCPlan:
+        """Cost preview of fitting ``molecules``: nothing is submitted. Fragments them (with the
+        directory's AM1 cache) and asks this executor's server which drives exist; an embedded
+        server that is not running is started for the lookup and stopped again (with
+        ``start_server`` False the cache is then not checked)."""
+        factory = resolve_workflow(workflow)
+        with self._lookup_client(start_server) as (client, server):
+            return plan_jobs(
+                molecules,
+                factory,
+                client,
+                cache_directory=self.directory / "am1-cache",
+                n_workers=self.coordinator_settings.n_fragmenter_workers,
+                server=server,
+                cores_per_task=self.qc_compute_worker_config.cores,
+                enumerate_stereo=enumerate_stereo,
+            )
+
+    def submit_plan(self, plan: QCPlan) -> list[str | ExecutorError]:
+        """Queue the jobs of a plan, in order (see :func:`submit_plan`)."""
+        return submit_plan(self._store(), plan)
+
+    @contextmanager
+    def _lookup_client(self, start_server: bool) -> Iterator[tuple[PortalClient | None, str]]:
+        if self.fractal_server is not None:
+            yield self.fractal_server.client(), self.fractal_server.address
+            return
+        server = EmbeddedServer(self.directory, self.server_settings)
+        if not server.initialized:
+            yield None, f"no embedded server in {self.directory} yet"
+            return
+        started = not server.status().running
+        if started and not start_server:
+            yield None, f"the embedded server in {self.directory} is not running"
+            return
+        if started:
+            server.start()
+        try:
+            yield server.connection("submit").client(), f"embedded server in {self.directory}"
+        finally:
+            if started:
+                server.stop()
 
     def list(self) -> list[BespokeExecutorOutput]:
         return self._store().outputs()
