@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -11,6 +12,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from bespoke_fractal.cli_cache import cache
 from bespoke_fractal.cli_executor import executor
 from bespoke_fractal.cli_options import (
     FriendlyGroup,
@@ -35,6 +37,32 @@ def main(verbose: bool) -> None:
     The embedded server (the default) keeps everything in one directory; an external server is
     named by a credentials file or QCPORTAL_* environment variables, never by password flags.
     """
+    show_library_warnings(verbose)
+
+
+class _LineFormatter(logging.Formatter):
+    """A warning as one line: its traceback only with --verbose."""
+
+    def __init__(self, tracebacks: bool) -> None:
+        super().__init__("warning: %(message)s")
+        self.tracebacks = tracebacks
+
+    def formatException(self, ei) -> str:  # noqa: N802 - logging's name
+        return super().formatException(ei) if self.tracebacks else ""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return super().format(record).rstrip()
+
+
+def show_library_warnings(verbose: bool) -> None:
+    """The package's warnings on stderr, one line each (with tracebacks under --verbose)."""
+    logger = logging.getLogger("bespoke_fractal")
+    if not any(getattr(h, "bespoke_cli", False) for h in logger.handlers):
+        handler = logging.StreamHandler()
+        handler.bespoke_cli = True
+        handler.setLevel(logging.WARNING)
+        handler.setFormatter(_LineFormatter(verbose))
+        logger.addHandler(handler)
 
 
 # -- server -----------------------------------------------------------------------------------
@@ -607,3 +635,4 @@ def fragment(
 
 
 main.add_command(executor)
+main.add_command(cache)

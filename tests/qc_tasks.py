@@ -1,8 +1,13 @@
-"""Find the running QC task processes of one molecule, whatever else runs on the machine."""
+"""Find the running QC task processes of one molecule, whatever else runs on the machine.
+
+Only descendants of the test process count: the managers a test session starts (and their
+warm task servers and tasks) are its children, so tasks of another pytest-xdist worker or of
+another run on the machine are never touched."""
 
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -32,7 +37,7 @@ def hill_formula(symbols: list[str]) -> str:
 def qc_tasks(formula: str) -> list[psutil.Process]:
     """Running QC task processes on a molecule of this Hill formula (e.g. "C3H7F")."""
     found = []
-    for proc in psutil.process_iter():
+    for proc in psutil.Process(os.getpid()).children(recursive=True):
         symbols = task_symbols(proc)
         if symbols is not None and hill_formula(symbols) == formula:
             found.append(proc)

@@ -18,6 +18,7 @@ import copy
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
 import sys
@@ -50,7 +51,10 @@ class AM1BondOrderCache:
     def __init__(self, directory: Path | str | None = None):
         self.directory = Path(directory) if directory is not None else None
         if self.directory is not None:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            try:
+                self.directory.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                self._unwritable(exc)
         self._memory: dict[str, dict[tuple[int, int], float]] = {}
         self.stats = AM1CacheStats()
 
@@ -135,17 +139,35 @@ class AM1BondOrderCache:
             "rms_threshold": rms,
             "bond_orders": [[i, j, value] for (i, j), value in sorted(orders.items())],
         }
-        handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(handle, "w") as stream:
-            json.dump(data, stream)
-        os.replace(temporary, path)
+        temporary = None
+        try:
+            handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+            with os.fdopen(handle, "w") as stream:
+                json.dump(data, stream)
+            os.replace(temporary, path)
+        except OSError as exc:  # a full disk: the bond orders stay in memory
+            if temporary is not None:
+                Path(temporary).unlink(missing_ok=True)
+            self._unwritable(exc)
+
+    def _unwritable(self, exc: OSError) -> None:
+        """Go on without the disk cache (read-only or full file system): one warning."""
+        logging.getLogger(__name__).warning(
+            "AM1 cache %s not writable (%s); bond orders are not kept", self.directory, exc.strerror
+        )
+        self.directory = None
 
     @contextlib.contextmanager
     def _lock(self, key: str) -> Iterator[None]:
+        if self.directory is not None:
+            try:
+                stream = open(self.directory / f"{key}.lock", "w")  # noqa: SIM115 - held while computing
+            except OSError as exc:
+                self._unwritable(exc)
         if self.directory is None:
             yield
             return
-        with open(self.directory / f"{key}.lock", "w") as stream:
+        with stream:
             fcntl.flock(stream, fcntl.LOCK_EX)
             try:
                 yield
