@@ -63,6 +63,20 @@ def executor_directory_options(function):
     )(function)
 
 
+FRACTAL_OPTIONS = [
+    click.option(
+        "--fractal-address",
+        help="URL of an external QCFractal server (default: the embedded server in DIR).",
+    ),
+    click.option(
+        "--fractal-credentials",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="YAML file with username and password (and address) for that server; chmod 600. "
+        "Without it QCPORTAL_USERNAME / QCPORTAL_PASSWORD are used.",
+    ),
+]
+
+
 def launch_options(function):
     """Worker and server options of ``launch`` and ``run`` (names as in openff-bespokefit)."""
     options = [
@@ -88,16 +102,7 @@ def launch_options(function):
             help="GB of memory per core of a QC compute worker (passed to qcengine).",
         ),
         click.option("--optimizer-n-cores", type=int, default=1, show_default=True),
-        click.option(
-            "--fractal-address",
-            help="URL of an external QCFractal server (default: the embedded server in DIR).",
-        ),
-        click.option(
-            "--fractal-credentials",
-            type=click.Path(dir_okay=False, path_type=Path),
-            help="YAML file with username and password (and address) for that server; chmod 600. "
-            "Without it QCPORTAL_USERNAME / QCPORTAL_PASSWORD are used.",
-        ),
+        *FRACTAL_OPTIONS,
     ]
     return with_options(options)(function)
 
@@ -455,14 +460,7 @@ def submit(
 @executor.command("plan")
 @executor_directory_options
 @molecule_options
-@click.option(
-    "--fractal-address", help="URL of an external QCFractal server (default: the embedded server in DIR)."
-)
-@click.option(
-    "--fractal-credentials",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="YAML file with username and password (and address) for that server; chmod 600.",
-)
+@with_options(FRACTAL_OPTIONS)
 @click.option("--n-fragmenter-workers", type=int, default=1, show_default=True)
 @click.option(
     "--qc-compute-n-cores",
