@@ -24,9 +24,31 @@ def read_pid(pid_file: Path) -> int | None:
     except (FileNotFoundError, ValueError, IndexError):
         return None
     if not _alive(pid, started, pid_file):
+        _kill_orphans(pid, started)
         pid_file.unlink(missing_ok=True)
         return None
     return pid
+
+
+def _kill_orphans(leader: int, started: float | None) -> None:
+    """SIGKILL what is left of a dead process's session (its process group, as :func:`spawn`
+    starts it): a QCFractal server killed with SIGKILL leaves its API process serving on.
+
+    Only when no process has the leader's PID (so the group is not a new one under a recycled
+    PID) and only members started after the leader."""
+    if started is None:
+        return
+    try:
+        if psutil.Process(leader).status() != psutil.STATUS_ZOMBIE:
+            return
+    except psutil.NoSuchProcess:
+        pass
+    for proc in psutil.process_iter(["create_time"]):
+        try:
+            if os.getpgid(proc.pid) == leader and proc.info["create_time"] >= started - 0.5:
+                proc.kill()
+        except (ProcessLookupError, psutil.Error):
+            continue
 
 
 def _alive(pid: int, started: float | None, pid_file: Path) -> bool:

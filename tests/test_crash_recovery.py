@@ -180,6 +180,19 @@ def test_killed_server_and_postgres_are_restarted_and_the_job_completes(owned):
     admin = server.connection("admin").client()
     assert torsiondrive_ids(admin) - before == set(output.qc.record_ids)
     assert _process.read_pid(server.pid_file) != server_pid
+    # nothing of the killed server is left serving (its API process was a child in its group)
+    assert not [p for p in _group(server_pid) if not _dead(p.pid)]
+
+
+def _group(leader: int) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if os.getpgid(proc.pid) == leader:
+                found.append(proc)
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return found
 
 
 @pytest.mark.parametrize("parent_lives", [True, False])
