@@ -43,12 +43,15 @@ def _kill_orphans(leader: int, started: float | None) -> None:
             return
     except psutil.NoSuchProcess:
         pass
+    killed = []
     for proc in psutil.process_iter(["create_time"]):
         try:
             if os.getpgid(proc.pid) == leader and proc.info["create_time"] >= started - 0.5:
                 proc.kill()
+                killed.append(proc)
         except (ProcessLookupError, psutil.Error):
             continue
+    psutil.wait_procs(killed, timeout=5)  # their ports are free for the successor
 
 
 def _alive(pid: int, started: float | None, pid_file: Path) -> bool:

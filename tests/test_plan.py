@@ -136,7 +136,8 @@ def test_batch_submission_shows_the_plan_and_queues_fragmented_jobs(tmp_path, fa
     assert len(job_lines) == 2
     store = JobStore.in_directory(directory)
     first, second = (store.output(line.split()[1].rstrip(":")) for line in job_lines)
-    assert first.stages[0].status == "success" and "given at submission" in first.stages[0].note
+    assert first.stages[0].status == "success" and "fragmented at submission" in first.stages[0].note
+    assert first.stages[0].attempts == 1
     assert second.stages[0].status == "waiting"  # fragmented (and failed) again by the coordinator
 
     # the API: a plan against the server, queued as it is

@@ -142,7 +142,12 @@ class Coordinator:
     def step(self) -> None:
         """One pass over every stage (and over the services, when it supervises them)."""
         if self.supervisor is not None and self.supervisor.check():
-            self._stage = None  # a restarted server: log in again
+            self._stage = None  # a restarted server: log in again, at its address now
+            if self.supervisor.services.server:
+                from bespoke_fractal.server import EmbeddedServer
+
+                address = EmbeddedServer(self.directory).address  # a port taken meanwhile is changed
+                self.connection = self.connection.model_copy(update={"address": address})
         self._collect_fragmentations()
         self._start_fragmentations()
         try:

@@ -104,14 +104,31 @@ def submit_to_store(
 
 
 def submit_plan(store: JobStore, plan: QCPlan) -> list[str | ExecutorError]:
-    """Queue the jobs of a plan as fragmented there (no second fragmentation); a molecule whose
-    fragmentation failed is queued as a molecule, so its job records the error like any other;
-    an unreadable one is its error, in its place."""
+    """Queue the jobs of a plan as fragmented there, not fragmented again. Each is the job a
+    molecule submission makes (same id, so it finds earlier jobs' descriptions and fits; an
+    earlier description of the same molecule and workflow is kept in place of the plan's); a
+    molecule whose fragmentation failed is queued as a molecule, so its job records the error like
+    any other; an unreadable one is its error, in its place."""
     queued: list[str | ExecutorError] = []
     for outcome, item in zip(plan.outcomes, plan.inputs, strict=True):
         try:
-            source = outcome.schema_ if outcome.ok else item
-            queued.append(submit_to_store(store, source, plan.workflow, outcome.name))
+            if not outcome.ok:
+                queued.append(submit_to_store(store, item, plan.workflow, outcome.name))
+                continue
+            schema_id = plan.workflow.job_id(item.molecule)
+            earlier = store.find_schema(schema_id)
+            job_id = store.add_job(
+                name=outcome.name,
+                smiles=item.molecule.to_smiles(mapped=True),
+                workflow_json=plan.workflow.model_dump_json(),
+                schema_id=schema_id,
+                schema_json=earlier or outcome.schema_.model_dump_json(),
+                note="same molecule and workflow as an earlier job: reused"
+                if earlier
+                else f"fragmented at submission, {outcome.seconds:.1f} s",
+                attempts=0 if earlier else 1,
+            )
+            queued.append(job_id)
         except ExecutorError as exc:
             queued.append(exc)
     return queued

@@ -170,15 +170,18 @@ class JobStore:
         workflow_json: str,
         schema_id: str,
         schema_json: str | None = None,
+        note: str = "job description given at submission",
+        attempts: int = 0,
     ) -> str:
-        """A new job; with ``schema_json`` its fragmentation is already done."""
+        """A new job; with ``schema_json`` its fragmentation is already done (``attempts``
+        fragmentations were run for it, ``note`` says how)."""
         with self.session() as session:
             job = JobRow(name=name, smiles=smiles, workflow=workflow_json, schema_id=schema_id)
             job.stages = [StageRow(type=stage, position=i) for i, stage in enumerate(STAGES)]
             if schema_json is not None:
                 job.schema_json = schema_json
                 stage = job.stages[0]
-                stage.status, stage.note = "success", "job description given at submission"
+                stage.status, stage.note, stage.attempts = "success", note, attempts
                 stage.started_at = stage.finished_at = datetime.now()
             session.add(job)
             session.flush()
