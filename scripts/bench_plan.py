@@ -61,7 +61,7 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="bf-plan-", dir="/tmp"))
     os.chmod(root, 0o755)
     server = EmbeddedServer(root / "executor", ServerSettings(heartbeat_frequency=2))
-    console = Console()
+    console = Console(width=150)
     try:
         server.start()
         managers = embedded_managers(server, ManagerSettings(n_workers=args.workers, cores_per_worker=1))
@@ -104,7 +104,7 @@ def main() -> None:
     for name, model in (("measured on the server", plan.cost_model), ("recorded (costs.yaml)", recorded)):
         estimate = len(remaining) * model.drive_core_hours(spec)
         table.add_row(
-            f"{name}: {model.source}",
+            name,
             f"{model.core_seconds_per_gradient:.3g}",
             f"{model.gradients_per_grid_point:.3g}",
             f"{estimate:.4f}",
@@ -112,6 +112,7 @@ def main() -> None:
             f"{estimate / measured_hours:.2f}",
         )
     console.print(table)
+    console.print(f"measured model: {plan.cost_model.source}; recorded model: {recorded.source}")
 
 
 if __name__ == "__main__":

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bespoke_fractal.molecules import MoleculeInput, load_molecules
+from bespoke_fractal.molecules import MoleculeInput
 from bespoke_fractal.qc.plan import CostModel, DriveCounts, drive_statuses, measure_cost
-from bespoke_fractal.workflow.batch import SchemaOutcome, build_schemas
+from bespoke_fractal.workflow.batch import SchemaOutcome, build_schemas, load_batch
 from bespoke_fractal.workflow.factory import BespokeWorkflowFactory
 
 if TYPE_CHECKING:
@@ -132,14 +132,7 @@ def plan_jobs(
     enumerate_stereo: bool = False,
 ) -> QCPlan:
     """Fragment ``sources`` and plan their drives (see :func:`plan_schemas`)."""
-    if isinstance(sources, (str, Path)) or not isinstance(sources, Iterable):
-        sources = [sources]
-    inputs: list[MoleculeInput] = []
-    for source in sources:
-        if isinstance(source, MoleculeInput):
-            inputs.append(source)
-        else:
-            inputs.extend(load_molecules(source, enumerate_stereo=enumerate_stereo))
+    inputs = load_batch(sources, enumerate_stereo)
     outcomes = build_schemas(factory, inputs, n_workers=n_workers, cache_directory=cache_directory)
     return plan_schemas(
         outcomes, client, factory, server=server, cores_per_task=cores_per_task, inputs=inputs

@@ -46,7 +46,21 @@ def build_schemas(
 
     AM1 bond orders are shared through `cache_directory` (also between worker processes).
     """
-    if isinstance(sources, (str, Path, Molecule)):
+    batch = load_batch(sources, enumerate_stereo)
+    if n_workers <= 1 or len(batch) <= 1:
+        return [_build_one(factory, item, cache_directory) for item in batch]
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(n_workers, len(batch)), mp_context=context) as pool:
+        futures = [pool.submit(_build_one, factory, item, cache_directory) for item in batch]
+        return [_outcome(future, item) for future, item in zip(futures, batch, strict=True)]
+
+
+def load_batch(
+    sources: str | Path | Molecule | Iterable[str | Path | Molecule | MoleculeInput],
+    enumerate_stereo: bool = False,
+) -> list[MoleculeInput]:
+    """Every molecule of the sources, in order (a source already read is kept as it is)."""
+    if isinstance(sources, (str, Path, Molecule, MoleculeInput)):
         sources = [sources]
     batch: list[MoleculeInput] = []
     for source in sources:
@@ -54,12 +68,7 @@ def build_schemas(
             batch.append(source)
         else:
             batch.extend(load_molecules(source, enumerate_stereo=enumerate_stereo))
-    if n_workers <= 1 or len(batch) <= 1:
-        return [_build_one(factory, item, cache_directory) for item in batch]
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(n_workers, len(batch)), mp_context=context) as pool:
-        futures = [pool.submit(_build_one, factory, item, cache_directory) for item in batch]
-        return [_outcome(future, item) for future, item in zip(futures, batch, strict=True)]
+    return batch
 
 
 def _outcome(future: Future, item: MoleculeInput) -> SchemaOutcome:
