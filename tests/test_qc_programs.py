@@ -48,7 +48,8 @@ def test_no_manager_with_the_program_is_said_not_silent(submit_client):
     spec = get_preset("debug").model_copy(update={"program": "mopac", "method": "pm7"})
     result = check_spec(submit_client, spec, timeout=30)
     assert not result.ok and result.record_id is None  # refused before anything was submitted
-    assert "mopac" in result.error and "none of the 2 connected" in result.error
+    # how many managers are connected depends on what tests before it stopped and restarted
+    assert "mopac" in result.error and re.search(r"none of the [1-9]\d* connected", result.error)
     assert missing_program(active_managers(submit_client), "rdkit") is None
 
 
