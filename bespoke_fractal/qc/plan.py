@@ -154,17 +154,15 @@ def measure_cost(client: PortalClient, spec: QCSpec, cores_per_task: int = 1) ->
     ][-MAX_MEASURED_DRIVES:]
     if not drive_ids:
         return CostModel.recorded(spec, cores_per_task)
-    seconds = gradients = points = optimizations = 0.0
-    for drive in client.get_torsiondrives(drive_ids, include=["optimizations"]):
-        ids = [o.id for opts in (drive.optimizations or {}).values() for o in opts]
-        points += len(drive.optimizations or {})
-        for opt in client.get_optimizations(ids, include=["compute_history"]):
-            wall = _wall_time(opt)
-            if wall is None or not opt.energies:
-                continue
-            seconds += wall
-            gradients += len(opt.energies)
-            optimizations += 1
+    points, measured = _optimizations(client, drive_ids)
+    seconds = gradients = optimizations = 0
+    for opt in measured:
+        wall = _wall_time(opt)
+        if wall is None or not opt.energies:
+            continue  # replayed (imported) results carry no wall time
+        seconds += wall
+        gradients += len(opt.energies)
+        optimizations += 1
     if not gradients or not points:
         return CostModel.recorded(spec, cores_per_task)
     return CostModel(
@@ -174,7 +172,7 @@ def measure_cost(client: PortalClient, spec: QCSpec, cores_per_task: int = 1) ->
         source=f"measured on this server: {len(drive_ids)} complete drive(s), {int(optimizations)} "
         "optimisation(s)",
         measured_drives=len(drive_ids),
-        measured_optimizations=int(optimizations),
+        measured_optimizations=optimizations,
     )
 
 
@@ -188,10 +186,15 @@ def _wall_time(optimization) -> float | None:
     return None
 
 
+def _optimizations(client: PortalClient, drive_ids: Iterable[int]) -> tuple[int, list]:
+    """Grid points and optimisation records (with compute history) of the given drives, in two
+    queries whatever their number."""
+    drives = client.get_torsiondrives(sorted(set(drive_ids)), include=["optimizations"])
+    ids = [o.id for drive in drives for opts in (drive.optimizations or {}).values() for o in opts]
+    points = sum(len(drive.optimizations or {}) for drive in drives)
+    return points, client.get_optimizations(ids, include=["compute_history"]) if ids else []
+
+
 def optimization_seconds(client: PortalClient, drive_ids: Iterable[int]) -> float:
     """Summed wall seconds of every optimisation of the given drives (their measured QC time)."""
-    total = 0.0
-    for drive in client.get_torsiondrives(sorted(set(drive_ids)), include=["optimizations"]):
-        ids = [o.id for opts in (drive.optimizations or {}).values() for o in opts]
-        total += sum(_wall_time(o) or 0.0 for o in client.get_optimizations(ids, include=["compute_history"]))
-    return total
+    return sum(_wall_time(o) or 0.0 for o in _optimizations(client, drive_ids)[1])
