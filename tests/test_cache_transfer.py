@@ -178,6 +178,30 @@ def test_reimport_is_a_no_op(exported, server_b):
     assert _counts(client_b) == before
 
 
+def test_export_by_preset_and_import_without_one(dataset_import, computed, server_b, tmp_path):
+    """``export --preset`` finds the preset's datasets by their spec; ``import`` without
+    ``--preset`` files each drive under the preset its specification matches."""
+    directory = str(server_b.directory)
+    path = tmp_path / "debug.json"
+    export = _cli("cache", "export", "--file", str(path), "--preset", "debug", "--grid-spacing", "90",
+                  "--directory", directory)  # fmt: skip
+    assert export.exit_code == 0, export.output
+    assert "wrote 2 drive(s)" in export.stdout
+    drives = read_archive(path).drives
+    assert {(d.spec.program, d.spec.grid_spacing) for d in drives} == {("rdkit", 90)}
+    assert len({d.mapped_smiles for d in drives}) == 2  # butane's and the ether's
+    missing = _cli("cache", "export", "--file", str(tmp_path / "x.json"), "--preset", "xtb",
+                   "--directory", directory)  # fmt: skip
+    assert missing.exit_code == 1 and "no drives of preset xtb" in missing.stderr
+    assert not (tmp_path / "x.json").exists()
+    client_b = server_b.connection("admin").client()
+    before = _counts(client_b)
+    imported = _cli("cache", "import", "--file", str(path), "--directory", directory)
+    assert imported.exit_code == 0, imported.output
+    assert "0 imported, 2 already present, 0 refused, 0 failed" in imported.stdout
+    assert _counts(client_b) == before
+
+
 def test_mismatched_specification_is_refused(exported, server_b):
     path, _export, _imported = exported
     client_b = server_b.connection("admin").client()
