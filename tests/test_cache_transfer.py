@@ -178,7 +178,7 @@ def test_reimport_is_a_no_op(exported, server_b):
     assert _counts(client_b) == before
 
 
-def test_export_by_preset_and_import_without_one(dataset_import, computed, server_b, tmp_path):
+def test_export_by_preset_and_import_without_one(dataset_import, server_b, tmp_path):
     """``export --preset`` finds the preset's datasets by their spec; ``import`` without
     ``--preset`` files each drive under the preset its specification matches."""
     directory = str(server_b.directory)
