@@ -218,6 +218,10 @@ def watch_jobs(store, job_ids: list[str], interval: float = 2.0, check=None) -> 
         outputs = read()
 
 
+def _arrow(before: str, after: str) -> str:
+    return f"{before} → {after}" if before else "-"
+
+
 def _report(outputs, output_directory: Path | None, log_file: Path | None = None) -> int:
     """Write results (if asked), print RMSE tables and error lines; return the failures."""
     from bespoke_fractal.executor.output import rmse_rows, write_job_output
@@ -230,20 +234,36 @@ def _report(outputs, output_directory: Path | None, log_file: Path | None = None
             console.print(f"job {output.id}: wrote {', '.join(p.name for p in written[:3])} to {target}")
         rows = rmse_rows(output)
         if rows:
+            parents = any(row["parent_relaxed_rmse_before_kcal_mol"] for row in rows)
             table = Table(
                 "target",
                 "bonds",
-                "RMSE before",
-                "RMSE after",
+                "QC barrier",
+                "relaxed RMSE before → after",
+                "frozen RMSE before → after",
+                *(["parent relaxed before → after"] if parents else []),
                 "kept initial",
-                title=f"job {output.id} (kcal/mol)",
+                title=f"job {output.id}: RMSE against QC (kcal/mol)",
+                caption="relaxed: MM scan with only the dihedral held (judges the fit); frozen: "
+                "ForceBalance/BespokeFit protocol; MM shifted by its mean offset",
             )
             for row in rows:
                 table.add_row(
                     row["target"],
                     row["parent_bonds"],
-                    row["rmse_before_kcal_mol"] or "-",
-                    row["rmse_after_kcal_mol"] or "-",
+                    row["qc_barrier_kcal_mol"] or "-",
+                    _arrow(row["relaxed_rmse_before_kcal_mol"], row["relaxed_rmse_after_kcal_mol"]),
+                    _arrow(row["frozen_rmse_before_kcal_mol"], row["frozen_rmse_after_kcal_mol"]),
+                    *(
+                        [
+                            _arrow(
+                                row["parent_relaxed_rmse_before_kcal_mol"],
+                                row["parent_relaxed_rmse_after_kcal_mol"],
+                            )
+                        ]
+                        if parents
+                        else []
+                    ),
                     row["kept_initial"],
                 )
             console.print(table)
@@ -315,7 +335,7 @@ def plan_table(plan) -> Table:
         table.add_row(
             molecule.name,
             str(d.targets),
-            str(d.unique),
+            _drives(d),
             str(d.complete) if plan.server_checked else "?",
             str(d.in_progress) if plan.server_checked else "?",
             str(d.to_compute),
@@ -327,13 +347,18 @@ def plan_table(plan) -> Table:
     table.add_row(
         "total",
         str(t.targets),
-        str(t.unique),
+        _drives(t),
         str(t.complete) if checked else "?",
         str(t.in_progress) if checked else "?",
         str(t.to_compute),
         f"{plan.estimated_core_hours:.3g}",
     )
     return table
+
+
+def _drives(counts) -> str:
+    """Distinct drives, with how many are of whole parents (drive_parent)."""
+    return f"{counts.unique} ({counts.parent} parent)" if counts.parent else str(counts.unique)
 
 
 def print_plan(plan, console_: Console) -> None:
@@ -398,6 +423,12 @@ def molecule_options(function):
             "default: every rotatable bond).",
         ),
         click.option("--enumerate-stereo", is_flag=True, help="Fit every stereoisomer of undefined stereo."),
+        click.option(
+            "--drive-parent",
+            is_flag=True,
+            help="Also drive each target bond on the whole parent molecule (same QC spec, more QC) "
+            "and score the fit on it (the workflow's drive_parent).",
+        ),
     ]
     return with_workflow_options(with_options(options)(function))
 
@@ -412,10 +443,12 @@ def plan_option(function):
     )(function)
 
 
-def _factory(preset, workflow_file, changes, target_torsions):
+def _factory(preset, workflow_file, changes, target_torsions, drive_parent=False):
     factory = factory_from_options(preset, workflow_file, changes)
     if target_torsions:
         factory = factory.with_changes({"target_torsion_smirks": list(target_torsions)})
+    if drive_parent:
+        factory = factory.with_changes({"drive_parent": True})
     return factory
 
 
@@ -430,6 +463,7 @@ def submit(
     files,
     target_torsions,
     enumerate_stereo,
+    drive_parent,
     preset,
     workflow_file,
     changes,
@@ -443,7 +477,7 @@ def submit(
 
     if not smiles and not files:
         raise click.UsageError("give at least one --smiles or --file")
-    factory = _factory(preset, workflow_file, changes, target_torsions)
+    factory = _factory(preset, workflow_file, changes, target_torsions, drive_parent)
     directory.mkdir(parents=True, exist_ok=True)
     executor_ = BespokeExecutor(directory=directory, database_url=database_url)
     executor_.store = _store(directory, database_url)
@@ -477,6 +511,7 @@ def plan(
     files,
     target_torsions,
     enumerate_stereo,
+    drive_parent,
     preset,
     workflow_file,
     changes,
@@ -497,7 +532,7 @@ def plan(
 
     if not smiles and not files:
         raise click.UsageError("give at least one --smiles or --file")
-    factory = _factory(preset, workflow_file, changes, target_torsions)
+    factory = _factory(preset, workflow_file, changes, target_torsions, drive_parent)
     executor_ = BespokeExecutor(
         n_fragmenter_workers=n_fragmenter_workers,
         qc_compute_worker_config=BespokeWorkerConfig(n_cores=qc_compute_n_cores),
@@ -586,6 +621,7 @@ def run(
     files,
     target_torsions,
     enumerate_stereo,
+    drive_parent,
     preset,
     workflow_file,
     changes,
@@ -598,7 +634,7 @@ def run(
 
     if not smiles and not files:
         raise click.UsageError("give at least one --smiles or --file")
-    factory = _factory(preset, workflow_file, changes, target_torsions)
+    factory = _factory(preset, workflow_file, changes, target_torsions, drive_parent)
     start = time.monotonic()
     with _executor(directory, database_url, **options) as executor_:
         console.print(f"executor running on {executor_.directory} ({time.monotonic() - start:.1f} s)")

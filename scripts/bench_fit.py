@@ -58,8 +58,8 @@ def main() -> None:
     server = EmbeddedServer(root / "executor" if temporary else root)
     console = Console(width=180)
     table = Table(
-        "molecule", "torsion", "QC points", "RMSE before", "RMSE after", "max before", "max after",
-        "parent RMSE before", "parent RMSE after", "kept initial", "fit s", "FB iterations",
+        "molecule", "torsion", "QC points", "relaxed RMSE before", "relaxed RMSE after", "max before",
+        "max after", "frozen RMSE before", "frozen RMSE after", "kept initial", "fit s", "FB iterations",
         title=f"bespoke fits against {factory.qc_spec.label}, {args.grid_spacing}° grid",
     )  # fmt: skip
     before, after = [], []
@@ -83,19 +83,18 @@ def main() -> None:
             )
             for t in result.torsions:
                 a, b = t.parent_bonds[0]
-                final = t.fragment_before if t.kept_initial else t.fragment_after
-                before.append(t.fragment_before.rmse)
-                after.append(final.rmse)
+                before.append(t.relaxed_before.rmse)
+                after.append(t.relaxed_after.rmse)
                 table.add_row(
                     name,
                     f"{a}-{b}" + (f" (+{len(t.parent_bonds) - 1})" if len(t.parent_bonds) > 1 else ""),
                     str(len(t.angles)),
-                    f"{t.fragment_before.rmse:.2f}",
-                    f"{t.fragment_after.rmse:.2f}",
-                    f"{t.fragment_before.max_error:.2f}",
-                    f"{t.fragment_after.max_error:.2f}",
-                    f"{t.parent_before.rmse:.2f}" if t.parent_before else "-",
-                    f"{t.parent_after.rmse:.2f}" if t.parent_after else "-",
+                    f"{t.relaxed_before.rmse:.2f}",
+                    f"{t.relaxed_after.rmse:.2f}",
+                    f"{t.relaxed_before.max_error:.2f}",
+                    f"{t.relaxed_after.max_error:.2f}",
+                    f"{t.frozen_before.rmse:.2f}",
+                    f"{t.frozen_after.rmse:.2f}",
                     "yes" if t.kept_initial else "no",
                     f"{result.fit_seconds:.0f}",
                     str(result.iterations),
@@ -109,7 +108,7 @@ def main() -> None:
     if before:
         mean_before, mean_after = sum(before) / len(before), sum(after) / len(after)
         console.print(
-            f"mean RMSE against QC (kcal/mol): before {mean_before:.2f}, after {mean_after:.2f} "
+            f"mean relaxed-scan RMSE against QC (kcal/mol): before {mean_before:.2f}, after {mean_after:.2f} "
             f"(ratio {mean_after / mean_before:.2f})"
         )
 

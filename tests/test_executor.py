@@ -84,7 +84,7 @@ def test_api_job_gives_a_fitted_force_field(api_jobs):
         assert output.results.converged
         for torsion in output.results.torsions:
             assert 0.5 < max(torsion.qc) < 30  # kcal/mol, a real alkane barrier
-            assert torsion.fragment_after.rmse < torsion.fragment_before.rmse
+            assert torsion.relaxed_after.rmse < torsion.relaxed_before.rmse
         for row in output.torsion_rmse:
             assert row.rmse_after < row.rmse_before and not row.kept_initial
         ids = [pid for row in output.torsion_rmse for pid in row.parameter_ids]

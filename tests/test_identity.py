@@ -13,6 +13,7 @@ from bespoke_fractal.qc.identity import (
     TorsionIdentity,
     canonicalize_torsion,
     default_dihedral,
+    equivalent_bond_key,
     starting_geometries,
 )
 
@@ -108,6 +109,18 @@ def test_para_substituted_benzene_bonds_are_equivalent(smiles: str, smarts: str)
     assert len(keys) == 1
     other, mapping = shuffled(molecule, seed=3)
     assert {key(other, remapped(m, mapping)) for m in matches} == keys
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_equivalent_bonds_have_one_key_whichever_way_round(seed: int) -> None:
+    """Hexane's C1-C2 and C4-C3 are images of each other with their ends swapped as written
+    (lower index on the CH3 side in one, on the inner side in the other): one key."""
+    hexane, mapping = shuffled(Molecule.from_smiles("CCCCCC"), seed)
+    keys = {
+        equivalent_bond_key(hexane, (mapping[b], mapping[c])) for b, c in ((1, 2), (4, 3), (2, 1), (3, 4))
+    }
+    assert len(keys) == 1
+    assert equivalent_bond_key(hexane, (mapping[2], mapping[3])) not in keys
 
 
 def test_non_equivalent_bonds_differ() -> None:

@@ -50,7 +50,7 @@ def test_failed_drive_leaves_its_torsion_unfitted_and_fits_the_rest(executor):
     [unfitted] = output.results.unfitted
     assert "failed" in unfitted.reason and unfitted.target_index == 1
     [fitted] = output.results.torsions
-    assert fitted.target_index == 0 and fitted.fragment_after.rmse < fitted.fragment_before.rmse
+    assert fitted.target_index == 0 and fitted.relaxed_after.rmse < fitted.relaxed_before.rmse
 
     force_field = ForceField(output.offxml)
     molecule = Molecule.from_mapped_smiles(output.smiles)
@@ -87,4 +87,4 @@ def test_drive_that_failed_late_is_still_fitted(executor, admin_client):
     assert admin_client.get_torsiondrives(record_ids[0]).status == "error"  # the drive did fail
     [torsion] = output.results.torsions
     assert 9 <= len(torsion.angles) <= 12  # the killed task may have been a point's second try
-    assert torsion.fragment_after.rmse < torsion.fragment_before.rmse
+    assert torsion.relaxed_after.rmse < torsion.relaxed_before.rmse

@@ -18,6 +18,7 @@ from bespoke_fractal.forcefield import load_force_field
 from bespoke_fractal.optimization.models import TorsionProfile
 from bespoke_fractal.optimization.plots import plot_profile
 from bespoke_fractal.optimization.profiles import (
+    aligned,
     am1bcc_charges,
     dihedral_degrees,
     mm_profile,
@@ -42,12 +43,12 @@ def sage() -> ForceField:
 
 @pytest.fixture(scope="module")
 def butane_points(sage):
-    return relax_profile(sage, _profile("butane"))
+    return relax_profile(sage, _profile("butane"), mode="frozen")
 
 
 def test_sage_butane_against_mmff94(sage, butane_points) -> None:
     profile = _profile("butane")
-    mm = mm_profile(sage, profile)
+    mm = mm_profile(sage, profile, mode="frozen")
     assert min(mm) == 0.0 and len(mm) == len(profile.angles)
     assert mm == pytest.approx(
         [p.energy_kcal_mol - min(q.energy_kcal_mol for q in butane_points) for p in butane_points]
@@ -61,7 +62,7 @@ def test_sage_butane_against_mmff94(sage, butane_points) -> None:
     assert anti < 0.5
 
 
-@pytest.mark.parametrize("mode", ["forcebalance", "dihedral"])
+@pytest.mark.parametrize("mode", ["frozen", "restrained", "relaxed"])
 def test_minimisation_holds_the_dihedral_and_stays_near_the_qc_geometry(sage, mode) -> None:
     profile = _profile("butane")
     points = relax_profile(sage, profile, mode=mode)
@@ -69,24 +70,27 @@ def test_minimisation_holds_the_dihedral_and_stays_near_the_qc_geometry(sage, mo
         start = np.asarray(geometry)
         assert point.target_dihedral == pytest.approx(dihedral_degrees(start, profile.dihedral))
         deviation = (point.dihedral - point.target_dihedral + 180.0) % 360.0 - 180.0
-        assert abs(deviation) < (1e-6 if mode == "forcebalance" else 1.0)
+        assert abs(deviation) < (1e-6 if mode == "frozen" else 1.0)
         assert abs((point.target_dihedral - point.angle + 180.0) % 360.0 - 180.0) < 1.0
         assert point.heavy_atom_rmsd < 0.3
         moved = np.linalg.norm(np.asarray(point.geometry_angstrom) - start, axis=1)
         assert moved.max() > 1e-3  # it did minimise
-        if mode == "forcebalance":  # the dihedral atoms are frozen
+        if mode == "frozen":  # the dihedral atoms are frozen
             assert moved[list(profile.dihedral)].max() < 1e-6
 
 
-def test_forcebalance_mode_keeps_eclipsed_geometries_higher(sage) -> None:
-    """Frozen dihedral atoms keep the QC bond angles; holding only the angle lets them relax."""
+def test_frozen_mode_keeps_eclipsed_geometries_higher(sage) -> None:
+    """Frozen dihedral atoms keep the QC bond angles; holding only the angle lets them relax,
+    and with nothing restrained the relaxed scan is lowest of all."""
     profile = _profile("butane")
-    frozen = mm_profile(sage, profile)
-    held = mm_profile(sage, profile, mode="dihedral")
+    frozen = mm_profile(sage, profile, mode="frozen")
+    held = mm_profile(sage, profile, mode="restrained")
+    relaxed = mm_profile(sage, profile, mode="relaxed")
     syn = profile.angles.index(0)
     assert frozen[syn] > held[syn] + 0.1
+    assert relaxed[syn] <= held[syn] + 1e-3
     with pytest.raises(ValueError, match="unknown mode"):
-        relax_profile(sage, profile, mode="frozen")
+        relax_profile(sage, profile, mode="forcebalance")
 
 
 def _openmm_energy_kcal_mol(force_field: ForceField, molecule: Molecule, geometry_angstrom) -> float:
@@ -144,13 +148,14 @@ def test_expanded_bespoke_copy_of_sage_gives_the_same_profile(sage, am1_cache_di
     assert max(abs(a - b) for a, b in zip(changed, initial, strict=True)) > 0.5
 
 
-def test_profile_errors_align_like_forcebalance() -> None:
-    # MM is referenced to its value at the QC minimum's grid point, not to its own minimum
+def test_profile_errors_remove_the_mean_offset() -> None:
+    # MM is shifted by its mean difference from QC (QC relative to its minimum)
     assert profile_errors([0.0, 1.0, 2.0], [5.0, 6.0, 7.0]) == pytest.approx((0.0, 0.0))
-    rmse, largest = profile_errors([0.0, 2.0, 1.0], [1.0, 0.0, 3.0])  # aligned MM: 0, -1, 2
-    assert rmse == pytest.approx(np.sqrt((0 + 9 + 1) / 3))
-    assert largest == pytest.approx(3.0)
-    # points above the cutoff (QC energy relative to its minimum) are left out
+    rmse, largest = profile_errors([0.0, 2.0, 1.0], [1.0, 0.0, 3.0])  # MM - QC: 1, -2, 2; mean 1/3
+    assert rmse == pytest.approx(np.sqrt(((2 / 3) ** 2 + (7 / 3) ** 2 + (5 / 3) ** 2) / 3))
+    assert largest == pytest.approx(7 / 3)
+    assert aligned([0.0, 2.0, 1.0], [1.0, 0.0, 3.0]) == pytest.approx([2 / 3, -1 / 3, 8 / 3])
+    # points above the cutoff (QC energy relative to its minimum) are left out, offset included
     assert profile_errors([1.0, 3.0, 21.0], [0.0, 2.0, 0.0], energy_cutoff=10.0) == pytest.approx((0.0, 0.0))
     with pytest.raises(ValueError, match="differ in length"):
         profile_errors([0.0, 1.0], [0.0])

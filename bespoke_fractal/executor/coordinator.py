@@ -303,15 +303,26 @@ class Coordinator:
 
     def _record_drives(self, job_id: int, schema: BespokeOptimizationSchema, drives) -> None:
         by_key = {(d.dataset_name, d.entry_name): d for d in drives}
-        keys = dict.fromkeys((schema.qc_spec.dataset_name, t.identity.key) for t in schema.targets)
+        dataset = schema.qc_spec.dataset_name
+        keys = dict.fromkeys((dataset, t.identity.key) for t in schema.targets)
         mine = [by_key[key] for key in keys]
+        note = ""
+        if schema.drive_parent:
+            # the parent's drives are waited for and are part of the fit key; one that could not
+            # be submitted is left out (the parent is then not scored on that bond)
+            parent_keys = [(dataset, identity.key) for _i, _d, identity in schema.parent_drives()]
+            parents = [by_key[key] for key in dict.fromkeys(parent_keys) if key in by_key and key not in keys]
+            mine += parents
+            note = f" ({len(parents)} of the whole parent"
+            missing = len(set(parent_keys) - set(by_key))
+            note += f", {missing} could not be submitted)" if missing else ")"
         progress = QCProgress(
             total=len(mine), new=sum(d.new_entry for d in mine), record_ids=[d.record_id for d in mine]
         )
         self.store.start_stage(
             job_id,
             "qc-generation",
-            note=f"{progress.total} drive(s), {progress.total - progress.new} already on the server",
+            note=f"{progress.total} drive(s){note}, {progress.total - progress.new} already on the server",
         )
         self.store.set_fields(
             job_id,
@@ -359,11 +370,34 @@ class Coordinator:
                 self.store.finish_stage(job_id, "qc-generation", qc_progress=updated.model_dump_json())
                 log.info("job %s: QC complete", job_id)
                 continue
+            # drives of the whole parent (drive_parent) only score the fit: one that failed is a
+            # note, and only the fragment drives count toward the usable ones
+            schema = BespokeOptimizationSchema.model_validate_json(fields["schema_json"])
+            fragment_keys = {t.identity.key for t in schema.targets}
+            parent_failed = [d for d in failed if d.entry_name not in fragment_keys]
+            failed = [d for d in failed if d.entry_name in fragment_keys]
+            fragment_drives = [d for d in drives if d.entry_name in fragment_keys]
+            parent_note = ""
+            if parent_failed:
+                first = parent_failed[0].record_id
+                reason = self._monitor.errors.get(first) or statuses.get(first, "not complete")
+                parent_note = (
+                    f"{len(parent_failed)} drive(s) of the whole parent failed (record {first}: "
+                    f"{reason}); the parent is not scored on {'them' if len(parent_failed) > 1 else 'it'}"
+                )
+            if not failed:
+                self.store.finish_stage(
+                    job_id, "qc-generation", note=parent_note or None, qc_progress=updated.model_dump_json()
+                )
+                log.warning("job %s: QC complete; %s", job_id, parent_note)
+                continue
             # a drive that failed part-way may still be fitted to (MIN_GRID_COVERAGE of its grid)
             results = self._stage.results(failed, errors=self._monitor.errors)
             lines = [f"record {r.record_id} ({_done(r)} grid points done): {r.error}" for r in results]
-            usable = len(drives) - len(failed) + sum(r.usable(MIN_GRID_COVERAGE) for r in results)
-            summary = f"{len(failed)} of {len(drives)} torsion drive(s) failed; {lines[0]}"
+            usable = len(fragment_drives) - len(failed) + sum(r.usable(MIN_GRID_COVERAGE) for r in results)
+            summary = f"{len(failed)} of {len(fragment_drives)} torsion drive(s) failed; {lines[0]}"
+            if parent_note:
+                summary += f"; {parent_note}"
             if usable:
                 self.store.finish_stage(
                     job_id,
@@ -469,11 +503,18 @@ class Coordinator:
         result = self.store.fit(key)
         note = (
             f"{'reused an identical earlier fit; ' if reused else ''}{result.iterations} iteration(s), "
-            f"mean RMSE {result.mean_rmse_before:.3f} -> {result.mean_rmse_after:.3f} kcal/mol"
+            f"mean relaxed-scan RMSE {result.mean_rmse_before:.3f} -> {result.mean_rmse_after:.3f} "
+            f"kcal/mol (frozen protocol {result.mean_frozen_rmse_before:.3f} -> "
+            f"{result.mean_frozen_rmse_after:.3f})"
         )
         if result.unfitted:
             note += f"; {len(result.unfitted)} target(s) not fitted (no usable QC), initial parameters kept"
-        error = None if result.converged else f"ForceBalance did not converge: {result.message}"
+        error = None
+        if not result.converged:
+            if all(t.kept_initial for t in result.torsions):
+                error = f"ForceBalance did not converge: {result.message}"
+            else:
+                note += f"; {result.message}"
         self.store.finish_stage(job_id, "optimization", error=error, note=note, fit_key=key)
         log.info("job %s: optimisation %s (%s)", job_id, "done" if not error else "failed", note)
 

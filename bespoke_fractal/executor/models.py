@@ -48,15 +48,27 @@ class BespokeStageOutput(BaseModel):
 
 
 class TorsionRMSE(BaseModel):
-    """RMSE (kcal/mol) of one target torsion against QC, before and after the fit."""
+    """RMSE (kcal/mol) of one target torsion against QC, before and after the fit.
+
+    ``rmse_*``: relaxed MM scans (only the driven dihedral held) on the fragment's QC geometries,
+    the score fits are judged by; ``frozen_rmse_*``: ForceBalance's and BespokeFit's frozen
+    protocol; ``parent_rmse_*``: relaxed scans on the parent's own QC drive, when it was driven.
+    All over the points within the energy cutoff, MM shifted by its mean offset from QC.
+    """
 
     target_index: int
     parent_bonds: list[tuple[int, int]]
     parameter_ids: list[str]
+    qc_barrier: float
     rmse_before: float
     rmse_after: float
+    frozen_rmse_before: float
+    frozen_rmse_after: float
+    parent_rmse_before: float | None = None
+    parent_rmse_after: float | None = None
     kept_initial: bool
     plot: Path | None = None
+    parent_plot: Path | None = None
 
 
 class BespokeExecutorOutput(BaseModel):
@@ -106,10 +118,16 @@ class BespokeExecutorOutput(BaseModel):
                 target_index=t.target_index,
                 parent_bonds=[tuple(b) for b in t.parent_bonds],
                 parameter_ids=t.parameter_ids,
-                rmse_before=t.fragment_before.rmse,
-                rmse_after=(t.fragment_before if t.kept_initial else t.fragment_after).rmse,
+                qc_barrier=t.qc_barrier,
+                rmse_before=t.relaxed_before.rmse,
+                rmse_after=t.relaxed_after.rmse,
+                frozen_rmse_before=t.frozen_before.rmse,
+                frozen_rmse_after=t.frozen_after.rmse,
+                parent_rmse_before=t.parent_relaxed_before.rmse if t.parent_relaxed_before else None,
+                parent_rmse_after=t.parent_relaxed_after.rmse if t.parent_relaxed_after else None,
                 kept_initial=t.kept_initial,
                 plot=t.plot,
+                parent_plot=t.parent_plot,
             )
             for t in self.results.torsions
         ]

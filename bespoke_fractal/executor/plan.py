@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, ConfigDict, Field
 
 from bespoke_fractal.molecules import MoleculeInput
-from bespoke_fractal.qc.plan import CostModel, DriveCounts, drive_statuses, measure_cost
+from bespoke_fractal.qc.plan import CostModel, DriveCounts, drive_statuses, measure_cost, needs_computing
 from bespoke_fractal.workflow.batch import SchemaOutcome, build_schemas, load_batch
 from bespoke_fractal.workflow.factory import BespokeWorkflowFactory
+from bespoke_fractal.workflow.schema import BespokeOptimizationSchema
 
 if TYPE_CHECKING:
     from openff.toolkit import Molecule
@@ -31,6 +32,9 @@ class MoleculePlan(BaseModel):
     drives: DriveCounts = Field(default_factory=DriveCounts)
     estimated_core_hours: float = Field(0.0, description="QC cost of its drives to compute")
     drive_keys: list[str] = Field(default_factory=list, description="torsion identity keys")
+    parent_drive_keys: list[str] = Field(
+        default_factory=list, description="of drive_keys, the drives of the whole parent (drive_parent)"
+    )
 
 
 class QCPlan(BaseModel):
@@ -55,8 +59,9 @@ class QCPlan(BaseModel):
         """One line, e.g. "12 of 30 drives already cached, 2 in progress, 16 to compute (...)"."""
         t = self.total
         if not self.server_checked:
+            parents = f" ({t.parent} of whole parents)" if t.parent else ""
             return (
-                f"{t.unique} torsion drive(s) for {t.targets} target torsion(s); cache not checked "
+                f"{t.unique} torsion drive(s){parents} for {t.targets} target torsion(s); cache not checked "
                 f"({self.server}); at most ~{self.estimated_core_hours:.3g} core-hours of QC"
             )
         text = f"{t.complete} of {t.unique} drives already cached"
@@ -65,6 +70,8 @@ class QCPlan(BaseModel):
         text += f", {t.to_compute} to compute"
         if t.errored:
             text += f" ({t.errored} errored before)"
+        if t.parent:
+            text += f"; {t.parent} of the drives on whole parents"
         return f"{text}: ~{self.estimated_core_hours:.3g} core-hours of QC ({self.qc_spec})"
 
 
@@ -80,30 +87,47 @@ def plan_schemas(
     """The plan of job descriptions already built; ``client`` None: the cache is not checked."""
     outcomes = list(outcomes)
     spec = factory.qc_spec
-    keys = {target.identity.key for outcome in outcomes if outcome.ok for target in outcome.schema_.targets}
+    schemas = [outcome.schema_ for outcome in outcomes if outcome.ok]
+    fragment_keys = {target.identity.key for schema in schemas for target in schema.targets}
+    parent_keys = {schema.id: _parent_drives(schema) for schema in schemas}
+    # relative cost of each drive: 1 for a fragment drive (what the cost model measures), more for
+    # a drive only of a whole parent (the largest factor when several jobs need the same one)
+    factors = dict.fromkeys(fragment_keys, 1.0)
+    for own in parent_keys.values():
+        for key, factor in own.items():
+            if key not in fragment_keys:
+                factors[key] = max(factors.get(key, 0.0), factor)
     if client is None:
-        statuses: dict[str, str | None] = dict.fromkeys(keys)
+        statuses: dict[str, str | None] = dict.fromkeys(factors)
         cost = CostModel.recorded(spec, cores_per_task)
     else:
-        statuses = drive_statuses(client, spec, keys)
+        statuses = drive_statuses(client, spec, factors)
         cost = measure_cost(client, spec, cores_per_task)
     per_drive = cost.drive_core_hours(spec)
+
+    def core_hours(keys) -> float:
+        return per_drive * sum(factors[key] for key in keys if needs_computing(statuses[key]))
+
     molecules = []
     for outcome in outcomes:
         if not outcome.ok:
             molecules.append(MoleculePlan(name=outcome.name, error=outcome.error))
             continue
-        own = sorted({target.identity.key for target in outcome.schema_.targets})
+        parents = sorted(parent_keys[outcome.schema_.id])
+        own = sorted({target.identity.key for target in outcome.schema_.targets} | set(parents))
         counts = DriveCounts.of(len(outcome.schema_.targets), (statuses[key] for key in own))
+        counts.parent = len(parents)
         molecules.append(
             MoleculePlan(
                 name=outcome.name,
                 drives=counts,
-                estimated_core_hours=counts.to_compute * per_drive,
+                estimated_core_hours=core_hours(own),
                 drive_keys=own,
+                parent_drive_keys=parents,
             )
         )
     total = DriveCounts.of(sum(m.drives.targets for m in molecules), statuses.values())
+    total.parent = sum(key not in fragment_keys for key in statuses)  # a drive that is only a parent's
     return QCPlan(
         qc_spec=spec.label,
         dataset_name=spec.dataset_name,
@@ -112,7 +136,7 @@ def plan_schemas(
         server_checked=client is not None,
         molecules=molecules,
         total=total,
-        estimated_core_hours=total.to_compute * per_drive,
+        estimated_core_hours=core_hours(statuses),
         cost_model=cost,
         outcomes=outcomes,
         inputs=list(inputs),
@@ -137,3 +161,22 @@ def plan_jobs(
     return plan_schemas(
         outcomes, client, factory, server=server, cores_per_task=cores_per_task, inputs=inputs
     )
+
+
+def _parent_drives(schema: BespokeOptimizationSchema) -> dict[str, float]:
+    """Identity key -> relative cost of each drive of the whole parent the job needs (none
+    without ``drive_parent``).
+
+    The cost model has no size term (its per-gradient seconds are measured on, or recorded for,
+    typical fragments), so a parent drive costs the fragment drive times parent atoms / fragment
+    atoms of its target. That is a lower bound: a gradient costs more than linearly in atoms for
+    DFT (psi4), and a larger molecule takes more geomeTRIC steps per grid point.
+    """
+    if not schema.drive_parent:
+        return {}
+    n_parent = schema.parent_molecule().n_atoms
+    drives = {}
+    for index, _dihedral, identity in schema.parent_drives():
+        fragment = schema.fragmentation.fragments[schema.targets[index].fragment].to_molecule()
+        drives[identity.key] = n_parent / fragment.n_atoms
+    return drives

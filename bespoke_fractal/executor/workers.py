@@ -48,6 +48,7 @@ def optimize_job(
     keep_worse: bool,
 ) -> str:
     """Read the job's torsion profiles from the server and fit; OptimizationResult JSON."""
+    from bespoke_fractal.executor.drives import job_results, parent_profiles
     from bespoke_fractal.optimization.stage import optimize_schema, usable_profiles
     from bespoke_fractal.qc.torsiondrive import TorsionDriveStage
     from bespoke_fractal.workflow.schema import BespokeOptimizationSchema
@@ -55,11 +56,11 @@ def optimize_job(
     schema = BespokeOptimizationSchema.model_validate_json(schema_json)
     drives = DRIVE_LIST.validate_json(drives_json)
     stage = TorsionDriveStage(connection.client())
-    results = {
-        (drive.dataset_name, drive.entry_name): result
-        for drive, result in zip(drives, stage.results(drives), strict=True)
-    }
+    # each drive read in this job's own atom order (a drive shared with another job may have
+    # been recorded in that job's); the parent's drives (drive_parent) are scored, not fitted
+    results, parent_results = job_results(stage, schema, drives)
     profiles, unfitted = usable_profiles(schema, results)
+    parents = parent_profiles(schema, parent_results)
     result = optimize_schema(
         schema,
         profiles,
@@ -68,5 +69,6 @@ def optimize_job(
         timeout=timeout,
         keep_worse=keep_worse,
         unfitted=unfitted,
+        **({"parent_profiles": parents} if parents else {}),
     )
     return result.model_dump_json()

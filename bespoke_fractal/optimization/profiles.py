@@ -1,17 +1,22 @@
 """MM torsion profiles on the QC geometries, and their errors against the QC profile.
 
-By default (``mode="forcebalance"``) an MM profile is computed as ForceBalance's TorsionProfile
-target computes it, so that the scores here are the ones the fit minimises: at each QC geometry
-the MM energy is minimised with the four atoms of the driven dihedral frozen (zero mass) and
-every atom restrained to its QC position by 0.5 k |r - r_QC|²; the energy reported leaves the
-restraint out. ``mode="dihedral"`` instead holds only the dihedral angle (a stiff harmonic
-CustomTorsionForce) and restrains only the heavy atoms, so the bond angles of the dihedral atoms
-relax too; its energies at eclipsed geometries come out lower (butane syn with Sage: about
-0.4 kcal/mol below ForceBalance's).
+Three protocols minimise the MM energy at each QC grid geometry (all start from it):
 
-Partial charges are AM1-BCC from the toolkit (AmberTools), computed once per molecule per
-process and passed to the force field, so that two force fields that differ only in torsions give
-MM profiles that differ only through the torsions.
+- ``relaxed`` (how the force field is used, and what geomeTRIC did on the QC side): only the
+  driven dihedral is held, by a stiff harmonic term on that angle; every other coordinate is
+  free. This is the protocol every score is judged by and, by default, the one fitted.
+- ``frozen`` (ForceBalance's ``TorsionProfile`` target, and OpenFF BespokeFit's): the four atoms
+  of the driven dihedral are frozen (zero mass) and every atom is restrained to its QC position
+  by 0.5 k |r - r_QC|². Bond angles at the dihedral atoms cannot relax, which can flatter a fit.
+- ``restrained``: the dihedral held as in ``relaxed``, heavy atoms restrained as in ``frozen``.
+
+Energies leave the holding and restraining terms out. Partial charges are AM1-BCC from the
+toolkit (AmberTools), computed once per molecule per process and passed to the force field, so
+two force fields that differ only in torsions give MM profiles that differ only through them.
+
+Alignment (one rule, everywhere a number or a curve is shown): QC relative to its minimum, MM
+shifted by the mean MM − QC difference over the scored points (QC within ``energy_cutoff``), i.e.
+the offset that minimises the RMSE. Points above the cutoff are not scored.
 """
 
 from __future__ import annotations
@@ -29,11 +34,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bespoke_fractal.optimization.models import Dihedral, TorsionProfile
 
-Mode = Literal["forcebalance", "dihedral"]
+Mode = Literal["relaxed", "frozen", "restrained"]
 
 KJ_PER_KCAL = 4.184
 DIHEDRAL_K = 1.0e4
-"""kJ/mol/rad² of the harmonic term holding the dihedral in ``dihedral`` mode (1° costs 1.5 kJ/mol)."""
+"""kJ/mol/rad² of the harmonic term that holds the driven dihedral (1° costs 1.5 kJ/mol)."""
 MINIMISER_TOLERANCE = 1.0e-3
 """kJ/mol/nm: root-mean-square force at which OpenMM's L-BFGS minimiser stops."""
 
@@ -79,6 +84,29 @@ def _charged(molecule: Molecule) -> Molecule:
 # ---- OpenMM ----------------------------------------------------------------------------------
 
 
+def dihedral_hold(dihedral: Dihedral) -> openmm.CustomTorsionForce:
+    """A stiff harmonic term on the angle of `dihedral` (target set by `hold_at`); the one
+    definition of "the dihedral held", shared with the ForceBalance target that fits to it."""
+    hold = openmm.CustomTorsionForce("0.5*k_hold*d^2; d = min(dt, 2*pi - dt); dt = abs(theta - theta0)")
+    hold.addGlobalParameter("k_hold", DIHEDRAL_K)
+    hold.addGlobalParameter("pi", math.pi)
+    hold.addPerTorsionParameter("theta0")
+    hold.addTorsion(*(int(i) for i in dihedral), [0.0])
+    return hold
+
+
+def hold_at(hold: openmm.CustomTorsionForce, context: openmm.Context, degrees: float) -> None:
+    """Move the target angle of a `dihedral_hold` term to `degrees`."""
+    atoms = hold.getTorsionParameters(0)[:4]
+    hold.setTorsionParameters(0, *atoms, [math.radians(degrees)])
+    hold.updateParametersInContext(context)
+
+
+def minimise(context: openmm.Context) -> None:
+    """OpenMM's L-BFGS to an RMS force of MINIMISER_TOLERANCE, with no step limit."""
+    openmm.LocalEnergyMinimizer.minimize(context, MINIMISER_TOLERANCE, 0)
+
+
 class _Minimiser:
     """An OpenMM context of one molecule: its dihedral frozen (zero-mass atoms) or held (stiff
     torsion term), and `restrained` atoms pulled to reference positions."""
@@ -102,13 +130,7 @@ class _Minimiser:
             for index in dihedral:
                 system.setParticleMass(index, 0.0)  # OpenMM's minimiser does not move massless atoms
         else:
-            self.hold = openmm.CustomTorsionForce(
-                "0.5*k_hold*d^2; d = min(dt, 2*pi - dt); dt = abs(theta - theta0)"
-            )
-            self.hold.addGlobalParameter("k_hold", DIHEDRAL_K)
-            self.hold.addGlobalParameter("pi", math.pi)
-            self.hold.addPerTorsionParameter("theta0")
-            self.hold.addTorsion(*dihedral, [0.0])
+            self.hold = dihedral_hold(dihedral)
             self.hold.setForceGroup(_DIHEDRAL_GROUP)
             system.addForce(self.hold)
         self.restrained = list(restrained) if restraint_k > 0 else []
@@ -128,14 +150,13 @@ class _Minimiser:
         """(MM energy in kcal/mol without restraints, minimised geometry in Å), starting from and
         restrained to `geometry` (Å)."""
         if self.hold is not None:
-            self.hold.setTorsionParameters(0, *self.dihedral, [math.radians(target_degrees)])
-            self.hold.updateParametersInContext(self.context)
+            hold_at(self.hold, self.context, target_degrees)
         if self.restraints is not None:
             for slot, index in enumerate(self.restrained):
                 self.restraints.setParticleParameters(slot, index, (geometry[index] / 10.0).tolist())
             self.restraints.updateParametersInContext(self.context)
         self.context.setPositions(geometry / 10.0)
-        openmm.LocalEnergyMinimizer.minimize(self.context, MINIMISER_TOLERANCE, 0)
+        minimise(self.context)
         state = self.context.getState(getEnergy=True, getPositions=True, groups={_SYSTEM_FORCES})
         energy = state.getPotentialEnergy().value_in_unit(omm_unit.kilocalorie_per_mole)
         positions = state.getPositions(asNumpy=True).value_in_unit(omm_unit.angstrom)
@@ -163,18 +184,20 @@ def dihedral_degrees(geometry: np.ndarray, dihedral: Dihedral) -> float:
 
 
 def relax_profile(
-    force_field: ForceField, profile: TorsionProfile, restraint_k: float = 1.0, mode: Mode = "forcebalance"
+    force_field: ForceField, profile: TorsionProfile, restraint_k: float = 1.0, mode: Mode = "relaxed"
 ) -> list[RelaxedPoint]:
-    """Restrained MM minimisation at every QC geometry of `profile` (restraint_k in
-    kcal/mol/Å²; `mode` as in the module docstring)."""
+    """MM minimisation at every QC geometry of `profile` (`mode` as in the module docstring;
+    restraint_k in kcal/mol/Å², used by ``frozen`` and ``restrained`` only)."""
     molecule = Molecule.from_mapped_smiles(profile.mapped_smiles, allow_undefined_stereo=True)
     heavy = [atom.molecule_atom_index for atom in molecule.atoms if atom.atomic_number > 1]
-    if mode == "forcebalance":
+    if mode == "relaxed":
+        restrained, freeze, restraint_k = [], False, 0.0
+    elif mode == "frozen":
         restrained, freeze = list(range(molecule.n_atoms)), True
-    elif mode == "dihedral":
+    elif mode == "restrained":
         restrained, freeze = heavy, False
     else:
-        raise ValueError(f"unknown mode {mode!r} (forcebalance or dihedral)")
+        raise ValueError(f"unknown mode {mode!r} (relaxed, frozen or restrained)")
     minimiser = _Minimiser(force_field, molecule, profile.dihedral, restraint_k, restrained, freeze)
     points = []
     for angle, geometry in zip(profile.angles, profile.geometries_angstrom, strict=True):
@@ -196,10 +219,10 @@ def relax_profile(
 
 
 def mm_profile(
-    force_field: ForceField, profile: TorsionProfile, restraint_k: float = 1.0, mode: Mode = "forcebalance"
+    force_field: ForceField, profile: TorsionProfile, restraint_k: float = 1.0, mode: Mode = "relaxed"
 ) -> list[float]:
     """MM energies (kcal/mol, relative to the lowest) at the QC grid points of `profile`, each
-    after a restrained minimisation from the QC geometry (restraint_k in kcal/mol/Å²)."""
+    after a minimisation from the QC geometry by protocol `mode`."""
     points = relax_profile(force_field, profile, restraint_k, mode)
     energies = np.array([point.energy_kcal_mol for point in points])
     return (energies - energies.min()).tolist()
@@ -210,8 +233,8 @@ def parent_profile(
 ) -> list[float]:
     """A relaxed MM torsion scan of the whole parent (kcal/mol, relative to the lowest).
 
-    There are no QC geometries of the parent: one RDKit conformer (fixed seed) is rotated to
-    each angle and minimised with only the dihedral held (``dihedral`` mode, no restraints).
+    There are no QC geometries of the parent here: one RDKit conformer (fixed seed) is rotated
+    to each angle and minimised with only the dihedral held (no restraints).
     """
     from rdkit.Chem import AllChem, rdMolTransforms
 
@@ -229,27 +252,32 @@ def parent_profile(
     return (values - values.min()).tolist()
 
 
-def profile_errors(
-    qc: list[float], mm: list[float], energy_cutoff: float | None = None
-) -> tuple[float, float]:
-    """(RMSE, largest |MM - QC|) in kcal/mol, unweighted.
+def scored_points(qc: list[float], energy_cutoff: float | None = None) -> np.ndarray:
+    """Which grid points are scored: QC (relative to its minimum) within `energy_cutoff`."""
+    qc_values = np.asarray(qc, dtype=float)
+    qc_values = qc_values - qc_values.min()
+    if energy_cutoff is None:
+        return np.ones_like(qc_values, dtype=bool)
+    return qc_values <= energy_cutoff
 
-    Aligned as ForceBalance's TorsionProfile target aligns them: QC relative to its minimum, MM
-    relative to the MM energy at the QC minimum's grid point (neither a mean shift nor MM's own
-    minimum). With `energy_cutoff`, points whose QC energy is above it are left out (ForceBalance
-    gives them zero weight).
-    """
+
+def aligned(qc: list[float], mm: list[float], energy_cutoff: float | None = None) -> list[float]:
+    """`mm` shifted as it is scored: by the mean MM − QC difference over the scored points, QC
+    being relative to its minimum (the module docstring's alignment rule)."""
     qc_values, mm_values = np.asarray(qc, dtype=float), np.asarray(mm, dtype=float)
     if qc_values.shape != mm_values.shape or qc_values.size == 0:
         raise ValueError(f"profiles differ in length or are empty ({qc_values.size} QC, {mm_values.size} MM)")
     qc_values = qc_values - qc_values.min()
-    mm_values = mm_values - mm_values[int(np.argmin(qc_values))]
-    keep = np.ones_like(qc_values, dtype=bool) if energy_cutoff is None else qc_values <= energy_cutoff
-    errors = (mm_values - qc_values)[keep]
+    keep = scored_points(qc, energy_cutoff)
+    return (mm_values - float(np.mean((mm_values - qc_values)[keep]))).tolist()
+
+
+def profile_errors(
+    qc: list[float], mm: list[float], energy_cutoff: float | None = None
+) -> tuple[float, float]:
+    """(RMSE, largest |MM − QC|) in kcal/mol over the scored points, unweighted, after the
+    module's alignment (mean offset removed; points with QC above `energy_cutoff` left out)."""
+    shifted = np.asarray(aligned(qc, mm, energy_cutoff))
+    qc_values = np.asarray(qc, dtype=float)
+    errors = (shifted - (qc_values - qc_values.min()))[scored_points(qc, energy_cutoff)]
     return float(np.sqrt(np.mean(errors**2))), float(np.max(np.abs(errors)))
-
-
-def aligned(qc: list[float], mm: list[float]) -> list[float]:
-    """`mm` shifted as `profile_errors` compares it: zero at the QC minimum's grid point."""
-    mm_values = np.asarray(mm, dtype=float)
-    return (mm_values - mm_values[int(np.argmin(np.asarray(qc, dtype=float)))]).tolist()

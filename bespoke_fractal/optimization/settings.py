@@ -24,8 +24,14 @@ class TorsionProfileTarget(BaseModel):
         description="weight grid points above energy_denominator by 1/sqrt(denom² + (E - denom)²) "
         "and drop those above energy_cutoff (ForceBalance's `attenuate`)",
     )
+    protocol: Literal["relaxed", "frozen"] = Field(
+        "relaxed",
+        description="how MM geometries are minimised at each QC grid point in the fit: relaxed (only "
+        "the driven dihedral held, as geomeTRIC holds it and as MD sees it) or frozen (ForceBalance's "
+        "and OpenFF BespokeFit's protocol: dihedral atoms frozen, every atom restrained by restrain_k)",
+    )
     restrain_k: float = Field(
-        1.0, ge=0, description="kcal/mol/Å² restraint on non-driven atoms when relaxing MM geometries"
+        1.0, ge=0, description="kcal/mol/Å² restraint on every atom in the frozen protocol"
     )
 
 
@@ -53,6 +59,11 @@ class ForceBalanceSettings(BaseModel):
     adaptive_factor: float = Field(0.2, gt=0, description="trust radius change after a good or bad step")
     adaptive_damping: float = Field(1.0, gt=0, description="ties the trust radius to initial_trust_radius")
     normalize_weights: bool = Field(False, description="normalise target weights to sum to 1")
+    discard_unconverged: bool = Field(
+        False,
+        description="a fit that stops without converging keeps no fitted parameter (OpenFF "
+        "BespokeFit's behaviour); otherwise each target whose relaxed-scan RMSE improved keeps them",
+    )
     torsion_prior: float = Field(
         6.0, gt=0, description="kcal/mol; width of the prior on torsion force constants"
     )

@@ -2,8 +2,11 @@
 
 One ForceBalance fit per molecule, all of its torsion targets together (symmetry-equivalent and
 shared parameters are fitted to all their data at once). Every target is then scored against its
-QC profile with the initial and the fitted force field, on the fragment and on the parent; a
-target the fit made worse keeps the initial force field's parameters unless asked otherwise.
+QC profile with the initial and the written force field by relaxed MM scans (only the driven
+dihedral held; `profiles`), and by the frozen protocol of ForceBalance/BespokeFit for
+comparison; a target whose relaxed-scan RMSE the fit made worse keeps the initial force field's
+parameters unless asked otherwise. With a QC drive of the parent (``drive_parent``), the parent
+is scored the same way.
 """
 
 from __future__ import annotations
@@ -46,22 +49,48 @@ class ProfileScore(BaseModel):
 
 
 class TorsionFitReport(BaseModel):
-    """How one target torsion came out of the fit."""
+    """How one target torsion came out of the fit.
+
+    Scores are RMSE and largest error in kcal/mol over the grid points whose QC energy is within
+    the workflow's ``energy_cutoff``, MM shifted by its mean offset from QC over those points
+    (`profiles` module). "before" is the initial force field, "after" the written one (with any
+    reverted parameters reverted). MM profiles are kcal/mol relative to their lowest point.
+    """
 
     target_index: int
     parent_bonds: list[Bond]
     parameter_ids: list[str]
     angles: list[int]
-    qc: list[float] = Field(description="QC profile, kcal/mol relative")
-    initial: list[float] = Field(description="MM profile with the initial force field, on the fragment")
-    fitted: list[float] = Field(description="MM profile with the fitted force field, on the fragment")
-    fragment_before: ProfileScore
-    fragment_after: ProfileScore
-    parent_before: ProfileScore | None = None
+    qc: list[float] = Field(description="QC profile of the fragment, kcal/mol relative to its minimum")
+    qc_barrier: float = Field(description="highest minus lowest QC energy of the grid, kcal/mol")
+    scored_points: int = Field(description="grid points within energy_cutoff, the ones scored")
+    relaxed_initial: list[float] = Field(description="relaxed MM scan, initial force field, fragment")
+    relaxed_final: list[float] = Field(description="relaxed MM scan, written force field, fragment")
+    frozen_initial: list[float] = Field(description="frozen-protocol MM profile, initial force field")
+    frozen_final: list[float] = Field(description="frozen-protocol MM profile, written force field")
+    relaxed_before: ProfileScore = Field(description="relaxed-scan score on the fragment, initial")
+    relaxed_after: ProfileScore = Field(description="relaxed-scan score on the fragment, written")
+    frozen_before: ProfileScore = Field(description="frozen-protocol (ForceBalance/BespokeFit) score")
+    frozen_after: ProfileScore
+    parent_before: ProfileScore | None = Field(
+        None, description="relaxed MM scan of the parent from one RDKit conformer against the fragment's QC"
+    )
     parent_after: ProfileScore | None = None
-    worse: bool = Field(False, description="the fit raised this torsion's fragment RMSE")
-    kept_initial: bool = Field(False, description="initial parameters kept because the fit was worse")
+    parent_dihedral: tuple[int, int, int, int] | None = Field(
+        None, description="the parent dihedral driven with QC (drive_parent), parent atom indices"
+    )
+    parent_angles: list[int] | None = None
+    parent_qc: list[float] | None = Field(None, description="QC profile of the parent drive")
+    parent_relaxed_initial: list[float] | None = None
+    parent_relaxed_final: list[float] | None = None
+    parent_relaxed_before: ProfileScore | None = Field(
+        None, description="relaxed-scan score on the parent's own QC drive, initial force field"
+    )
+    parent_relaxed_after: ProfileScore | None = None
+    worse: bool = Field(False, description="the fitted parameters raised this torsion's relaxed-scan RMSE")
+    kept_initial: bool = Field(False, description="the initial force field's parameters were kept")
     plot: Path | None = None
+    parent_plot: Path | None = None
 
 
 class OptimizationResult(BaseModel):
@@ -82,12 +111,25 @@ class OptimizationResult(BaseModel):
 
     @property
     def mean_rmse_before(self) -> float:
-        return sum(t.fragment_before.rmse for t in self.torsions) / max(len(self.torsions), 1)
+        """Mean relaxed-scan RMSE over the fitted torsions with the initial force field."""
+        return _mean([t.relaxed_before.rmse for t in self.torsions])
 
     @property
     def mean_rmse_after(self) -> float:
-        scores = [t.fragment_before if t.kept_initial else t.fragment_after for t in self.torsions]
-        return sum(s.rmse for s in scores) / max(len(scores), 1)
+        """Mean relaxed-scan RMSE over the fitted torsions with the written force field."""
+        return _mean([t.relaxed_after.rmse for t in self.torsions])
+
+    @property
+    def mean_frozen_rmse_before(self) -> float:
+        return _mean([t.frozen_before.rmse for t in self.torsions])
+
+    @property
+    def mean_frozen_rmse_after(self) -> float:
+        return _mean([t.frozen_after.rmse for t in self.torsions])
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / max(len(values), 1)
 
 
 def usable_profiles(
@@ -153,14 +195,20 @@ def optimize_schema(
     timeout: float = 3600.0,
     keep_worse: bool = False,
     unfitted: list[UnfittedTarget] | None = None,
+    parent_profiles: list[TorsionProfile] | None = None,
 ) -> OptimizationResult:
     """Fit bespoke torsions of one molecule and write ``<output>/<schema.id>/``.
 
     ``profiles`` hold the targets to fit; targets in ``unfitted`` (no usable QC) get no bespoke
-    parameters and are listed in the result. Writes ``force-field.offxml``, ``report.json`` and
-    one PNG per fitted torsion under ``plots/``. When the fit does not converge the force field
-    written is the initial one (no bespoke torsions), every target is marked ``kept_initial``
-    and the message says why.
+    parameters and are listed in the result. ``parent_profiles`` (QC drives of the parent, one per
+    target at most, in parent atom order) are scored, not fitted. Writes ``force-field.offxml``,
+    ``report.json`` and plots under ``plots/``.
+
+    A target keeps its fitted parameters only when they lower its relaxed-scan RMSE (unless
+    ``keep_worse``). A fit that stopped without converging keeps, by the same rule, the last
+    parameters ForceBalance accepted; with ``optimizer.discard_unconverged`` (BespokeFit's
+    behaviour), or when ForceBalance wrote none, the initial force field is written unchanged
+    and every target is marked ``kept_initial``. The message says which.
     """
     from bespoke_fractal.optimization.forcebalance import run_forcebalance
     from bespoke_fractal.optimization.smirks import add_bespoke_torsions, bespoke_torsions
@@ -189,25 +237,73 @@ def optimize_schema(
         timeout=timeout,
     )
     seconds = time.perf_counter() - start
+    fitted = None
+    usable = fit.fitted_offxml and (fit.converged or not schema.optimizer.discard_unconverged)
+    if usable:
+        fitted = ForceField(fit.fitted_offxml, allow_cosmetic_attributes=True, load_plugins=False)
+    reports, final = _score(schema, profiles, torsions, initial, fitted, directory, keep_worse)
+    if parent_profiles:
+        reports = _score_parents(schema, reports, parent_profiles, initial, final, directory)
+    message = fit.message
+    if not fit.converged:
+        kept = sum(not r.kept_initial for r in reports)
+        if fitted is None:
+            message += "; no fitted parameters kept" + (" (discard_unconverged)" if fit.fitted_offxml else "")
+        else:
+            message += (
+                f"; kept the last accepted parameters of {kept} of {len(reports)} target(s) "
+                "(relaxed-scan RMSE improved), initial parameters for the rest"
+            )
+    offxml = directory / "force-field.offxml"
+    final.to_file(str(offxml), discard_cosmetic_attributes=True)
     result = OptimizationResult(
         schema_id=schema.id,
         smiles=schema.smiles,
+        offxml=offxml,
         unfitted=unfitted or [],
         converged=fit.converged,
         iterations=fit.iterations,
-        message=fit.message,
+        message=message,
         fit_seconds=seconds,
+        torsions=reports,
         work_directory=fit.work_directory,
     )
-    fitted = None
-    if fit.converged and fit.fitted_offxml:
-        fitted = ForceField(fit.fitted_offxml, allow_cosmetic_attributes=True, load_plugins=False)
-    reports, final = _score(schema, profiles, torsions, initial, fitted, directory, keep_worse)
-    offxml = directory / "force-field.offxml"
-    final.to_file(str(offxml), discard_cosmetic_attributes=True)
-    result = result.model_copy(update={"torsions": reports, "offxml": offxml})
     (directory / "report.json").write_text(result.model_dump_json(indent=2))
     return result
+
+
+class _Scan(BaseModel):
+    """Relaxed and frozen MM profiles of one target with one force field, and their scores."""
+
+    relaxed: list[float]
+    frozen: list[float]
+    relaxed_score: ProfileScore
+    frozen_score: ProfileScore
+
+
+def _scan(force_field: ForceField, profile: TorsionProfile, schema: BespokeOptimizationSchema) -> _Scan:
+    from bespoke_fractal.optimization.profiles import mm_profile, profile_errors
+
+    settings = schema.optimizer.target
+    relaxed = mm_profile(force_field, profile, mode="relaxed")
+    frozen = mm_profile(force_field, profile, settings.restrain_k, mode="frozen")
+    qc, cutoff = profile.energies_kcal_mol, settings.energy_cutoff
+    return _Scan(
+        relaxed=relaxed,
+        frozen=frozen,
+        relaxed_score=_scored(profile_errors(qc, relaxed, cutoff)),
+        frozen_score=_scored(profile_errors(qc, frozen, cutoff)),
+    )
+
+
+def _relaxed_rmse(force_field: ForceField, profile: TorsionProfile, cutoff: float) -> float:
+    from bespoke_fractal.optimization.profiles import mm_profile, profile_errors
+
+    return profile_errors(profile.energies_kcal_mol, mm_profile(force_field, profile), cutoff)[0]
+
+
+def _ids_of(target_index: int, torsions: list[BespokeTorsion]) -> list[str]:
+    return [t.id for t in torsions if target_index in (t.target_indices or [t.target_index])]
 
 
 def _score(
@@ -219,64 +315,152 @@ def _score(
     directory: Path,
     keep_worse: bool,
 ) -> tuple[list[TorsionFitReport], ForceField]:
-    """Per-target scores and plots; returns the force field with worse targets reverted
-    (the initial force field when there is no fit)."""
+    """Per-target scores and plots, and the force field to write.
+
+    Targets whose relaxed-scan RMSE the fitted parameters raise are reverted (unless
+    `keep_worse`); since a target's parameters may also apply in another target's fragment, the
+    kept ones are scored again with the reverted force field and reverted in turn if that made
+    them worse, until none is. Every "after" score is of the force field returned.
+    """
     from bespoke_fractal.optimization.plots import plot_profile
-    from bespoke_fractal.optimization.profiles import mm_profile, parent_profile, profile_errors
+    from bespoke_fractal.optimization.profiles import parent_profile, profile_errors, scored_points
 
     settings = schema.optimizer.target
+    cutoff = settings.energy_cutoff
+    before = {p.target_index: _scan(initial, p, schema) for p in profiles}
+    ids = {p.target_index: _ids_of(p.target_index, torsions) for p in profiles}
+    worse: set[int] = set()
+    reverted: set[str] = set()
+    final = initial
+    if fitted is not None:
+        final = fitted
+        for profile in profiles:
+            rmse = _relaxed_rmse(fitted, profile, cutoff)
+            if rmse > before[profile.target_index].relaxed_score.rmse:
+                worse.add(profile.target_index)
+        if not keep_worse:
+            reverted = {pid for index in worse for pid in ids[index]}
+            for _ in range(len(profiles)):
+                final = _reverted(fitted, initial, reverted) if reverted else fitted
+                newly = {
+                    pid
+                    for p in profiles
+                    if not set(ids[p.target_index]) <= reverted
+                    and _relaxed_rmse(final, p, cutoff) > before[p.target_index].relaxed_score.rmse
+                    for pid in ids[p.target_index]
+                }
+                if newly <= reverted:
+                    break
+                reverted |= newly
+            final = _reverted(fitted, initial, reverted) if reverted else fitted
     parent = schema.parent_molecule()
     reports = []
-    reverted: set[str] = set()
     for profile in profiles:
-        target = schema.targets[profile.target_index]
-        ids = [t.id for t in torsions if profile.target_index in (t.target_indices or [t.target_index])]
-        before = mm_profile(initial, profile, settings.restrain_k)
-        after = mm_profile(fitted, profile, settings.restrain_k) if fitted is not None else before
-        cutoff = settings.energy_cutoff
-        fragment_before = _scored(profile_errors(profile.energies_kcal_mol, before, cutoff))
-        fragment_after = _scored(profile_errors(profile.energies_kcal_mol, after, cutoff))
+        index = profile.target_index
+        target = schema.targets[index]
+        after = _scan(final, profile, schema) if final is not initial else before[index]
         parent_scores = [None, None]
         if target.parent_dihedral is not None:
-            for slot, force_field in enumerate((initial, fitted or initial)):
+            for slot, force_field in enumerate((initial, final)):
                 mm = parent_profile(force_field, parent, target.parent_dihedral, profile.angles)
                 parent_scores[slot] = _scored(profile_errors(profile.energies_kcal_mol, mm, cutoff))
-        worse = fragment_after.rmse > fragment_before.rmse
-        if worse and not keep_worse:
-            reverted.update(ids)
-        a, b = target.parent_bond
-        name = f"t{profile.target_index}-{parent.atoms[a].symbol}{a}-{parent.atoms[b].symbol}{b}"
+        kept_initial = fitted is None or bool(set(ids[index]) & reverted)
         plot = plot_profile(
-            directory / "plots" / f"{name}.png",
+            directory / "plots" / f"{_plot_name(schema, index)}.png",
             profile.angles,
             profile.energies_kcal_mol,
-            before,
-            after,
-            f"{name}: {schema.smiles if len(schema.smiles) < 60 else schema.id}",
+            before[index].relaxed,
+            after.relaxed if final is not initial else None,
+            f"{_plot_name(schema, index)}: {_short(schema)} (fragment)",
+            energy_cutoff=cutoff,
+            frozen=(before[index].frozen, after.frozen if final is not initial else None),
         )
+        qc = profile.energies_kcal_mol
         reports.append(
             TorsionFitReport(
-                target_index=profile.target_index,
+                target_index=index,
                 parent_bonds=target.parent_bonds,
-                parameter_ids=ids,
+                parameter_ids=ids[index],
                 angles=profile.angles,
-                qc=profile.energies_kcal_mol,
-                initial=before,
-                fitted=after,
-                fragment_before=fragment_before,
-                fragment_after=fragment_after,
+                qc=qc,
+                qc_barrier=max(qc) - min(qc),
+                scored_points=int(scored_points(qc, cutoff).sum()),
+                relaxed_initial=before[index].relaxed,
+                relaxed_final=after.relaxed,
+                frozen_initial=before[index].frozen,
+                frozen_final=after.frozen,
+                relaxed_before=before[index].relaxed_score,
+                relaxed_after=after.relaxed_score,
+                frozen_before=before[index].frozen_score,
+                frozen_after=after.frozen_score,
                 parent_before=parent_scores[0],
                 parent_after=parent_scores[1],
-                worse=worse,
-                kept_initial=fitted is None,
+                worse=index in worse,
+                kept_initial=kept_initial,
                 plot=plot,
             )
         )
-    if fitted is None:
-        return reports, initial
-    # a parameter shared by several targets is reverted for all of them if one got worse
-    reports = [r.model_copy(update={"kept_initial": bool(reverted & set(r.parameter_ids))}) for r in reports]
-    return reports, (_reverted(fitted, initial, reverted) if reverted else fitted)
+    return reports, final
+
+
+def _score_parents(
+    schema: BespokeOptimizationSchema,
+    reports: list[TorsionFitReport],
+    parent_profiles: list[TorsionProfile],
+    initial: ForceField,
+    final: ForceField,
+    directory: Path,
+) -> list[TorsionFitReport]:
+    """Add the relaxed-scan scores of the parent's own QC drives (before: initial, after: written)."""
+    from bespoke_fractal.optimization.plots import plot_profile
+    from bespoke_fractal.optimization.profiles import mm_profile, profile_errors
+
+    cutoff = schema.optimizer.target.energy_cutoff
+    by_target = {p.target_index: p for p in parent_profiles}
+    updated = []
+    for report in reports:
+        profile = by_target.get(report.target_index)
+        if profile is None:
+            updated.append(report)
+            continue
+        qc = profile.energies_kcal_mol
+        mm_before = mm_profile(initial, profile)
+        mm_after = mm_profile(final, profile) if final is not initial else mm_before
+        name = _plot_name(schema, report.target_index)
+        plot = plot_profile(
+            directory / "plots" / f"{name}-parent.png",
+            profile.angles,
+            qc,
+            mm_before,
+            mm_after if final is not initial else None,
+            f"{name}: {_short(schema)} (parent drive)",
+            energy_cutoff=cutoff,
+        )
+        updated.append(
+            report.model_copy(
+                update={
+                    "parent_dihedral": tuple(profile.dihedral),
+                    "parent_angles": profile.angles,
+                    "parent_qc": qc,
+                    "parent_relaxed_initial": mm_before,
+                    "parent_relaxed_final": mm_after,
+                    "parent_relaxed_before": _scored(profile_errors(qc, mm_before, cutoff)),
+                    "parent_relaxed_after": _scored(profile_errors(qc, mm_after, cutoff)),
+                    "parent_plot": plot,
+                }
+            )
+        )
+    return updated
+
+
+def _plot_name(schema: BespokeOptimizationSchema, index: int) -> str:
+    parent = schema.parent_molecule()
+    a, b = schema.targets[index].parent_bond
+    return f"t{index}-{parent.atoms[a].symbol}{a}-{parent.atoms[b].symbol}{b}"
+
+
+def _short(schema: BespokeOptimizationSchema) -> str:
+    return schema.smiles if len(schema.smiles) < 60 else schema.id
 
 
 def _scored(errors: tuple[float, float]) -> ProfileScore:

@@ -157,14 +157,19 @@ def equivalent_bond_key(molecule: Molecule, bond: Sequence[int]) -> tuple[int, i
         raise ValueError(f"atoms {_name(rdmol, b)} and {_name(rdmol, c)} are not bonded")
     classes = list(Chem.CanonicalRankAtoms(rdmol, breakTies=False, includeChirality=True))
     pattern = (classes[b], classes[c])
+    # smallest bond first, whichever way round it is matched: a bond whose image is written the
+    # other way round (lower index at the other end) must give the same key
     candidates = sorted(
-        pair
-        for other in rdmol.GetBonds()
-        for pair in (
-            (other.GetBeginAtomIdx(), other.GetEndAtomIdx()),
-            (other.GetEndAtomIdx(), other.GetBeginAtomIdx()),
-        )
-        if (classes[pair[0]], classes[pair[1]]) == pattern
+        (
+            pair
+            for other in rdmol.GetBonds()
+            for pair in (
+                (other.GetBeginAtomIdx(), other.GetEndAtomIdx()),
+                (other.GetEndAtomIdx(), other.GetBeginAtomIdx()),
+            )
+            if (classes[pair[0]], classes[pair[1]]) == pattern
+        ),
+        key=lambda pair: (min(pair), max(pair), pair),
     )
     for i, j in candidates:
         if _is_image(rdmol, (b, c), (i, j)):

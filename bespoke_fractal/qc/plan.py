@@ -34,6 +34,9 @@ class DriveCounts(BaseModel):
     in_progress: int = Field(0, description="waiting or running on the server")
     errored: int = Field(0, description="errored on the server; a submission resets them")
     to_compute: int = Field(0, description="not on the server, or errored")
+    parent: int = Field(
+        0, description="of the distinct drives, those on whole parent molecules (drive_parent)"
+    )
 
     @classmethod
     def of(cls, targets: int, statuses: Iterable[str | None]) -> DriveCounts:
@@ -51,6 +54,11 @@ class DriveCounts(BaseModel):
         return counts
 
 
+def needs_computing(status: str | None) -> bool:
+    """Whether a drive of this server status (None: not on the server) is to be computed."""
+    return status != "complete" and status not in IN_PROGRESS
+
+
 class CostModel(BaseModel):
     """QC cost of one drive: grid points x gradients per grid point x core-seconds per gradient.
 
@@ -66,7 +74,8 @@ class CostModel(BaseModel):
     measured_optimizations: int = 0
 
     def drive_core_hours(self, spec: QCSpec) -> float:
-        """Estimated core-hours of one 1-D drive of ``spec`` on a typical fragment."""
+        """Estimated core-hours of one 1-D drive of ``spec`` on a typical fragment (the model has
+        no size term: its numbers are averages over the drives measured, mostly fragments)."""
         points = 360 // spec.grid_spacing
         return points * self.gradients_per_grid_point * self.core_seconds_per_gradient / 3600
 

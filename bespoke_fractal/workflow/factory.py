@@ -82,6 +82,11 @@ class BespokeWorkflowFactory(BaseModel):
     )
     optimizer: ForceBalanceSettings = Field(default_factory=ForceBalanceSettings)
     smirks_settings: SMIRKSSettings = Field(default_factory=SMIRKSSettings)
+    drive_parent: bool = Field(
+        False,
+        description="also drive each target bond on the whole parent molecule (same QC spec) "
+        "and score the fit on it; not fitted to",
+    )
 
     @field_validator("initial_force_field")
     @classmethod
@@ -206,9 +211,12 @@ class BespokeWorkflowFactory(BaseModel):
             optimizer=self.optimizer,
             smirks_settings=self.smirks_settings,
             fragmentation=fragmented,
+            drive_parent=self.drive_parent,
         )
 
     def job_id(self, molecule: Molecule) -> str:
         """Stable id of (molecule, workflow): the same molecule and workflow give the same id."""
-        text = json.dumps([molecule.to_smiles(isomeric=True), self.model_dump(mode="json")], sort_keys=True)
+        # drive_parent is hashed only when set: jobs without it keep the ids they had before it existed
+        settings = self.model_dump(mode="json", exclude=None if self.drive_parent else {"drive_parent"})
+        text = json.dumps([molecule.to_smiles(isomeric=True), settings], sort_keys=True)
         return "bf-" + hashlib.sha256(text.encode()).hexdigest()[:12]

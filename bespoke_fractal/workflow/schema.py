@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from openff.toolkit import Molecule
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 from bespoke_fractal.fragmentation.models import FragmentedMolecule, TorsionTarget
 from bespoke_fractal.optimization import ForceBalanceSettings, SMIRKSSettings
+from bespoke_fractal.qc.identity import Dihedral, TorsionIdentity, canonicalize_torsion, default_dihedral
 from bespoke_fractal.qc.specification import QCSpec
 
 
@@ -23,6 +26,18 @@ class BespokeOptimizationSchema(BaseModel):
     optimizer: ForceBalanceSettings
     smirks_settings: SMIRKSSettings
     fragmentation: FragmentedMolecule
+    drive_parent: bool = Field(
+        False, description="also drive every target bond on the whole parent (scored, not fitted)"
+    )
+
+    @model_serializer(mode="wrap")
+    def _serialize(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # drive_parent is left out when False, so a job description written before the field
+        # existed, or without it, keeps the same JSON (and the same fit key, a hash of it)
+        data = handler(self)
+        if not self.drive_parent:
+            data.pop("drive_parent", None)
+        return data
 
     @property
     def targets(self) -> list[TorsionTarget]:
@@ -30,3 +45,22 @@ class BespokeOptimizationSchema(BaseModel):
 
     def parent_molecule(self) -> Molecule:
         return Molecule.from_mapped_smiles(self.smiles, allow_undefined_stereo=True)
+
+    def parent_drives(self) -> list[tuple[int, Dihedral, TorsionIdentity]]:
+        """The drive of each target bond on the whole parent: (target index, parent dihedral,
+        its torsion identity), whether or not ``drive_parent`` is set.
+
+        The dihedral is the target's ``parent_dihedral``, or, when that ends on a capping atom,
+        the project's default dihedral of the parent around the target's first bond. A target
+        whose fragment is the parent itself needs no second drive and is left out.
+        """
+        parent = self.parent_molecule()
+        drives = []
+        for index, target in enumerate(self.targets):
+            dihedral = target.parent_dihedral
+            if dihedral is None:
+                dihedral = default_dihedral(parent, target.parent_bond)
+            identity = canonicalize_torsion(parent, dihedral).identity
+            if identity.key != target.identity.key:
+                drives.append((index, tuple(dihedral), identity))
+        return drives

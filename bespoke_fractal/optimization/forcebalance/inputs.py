@@ -20,6 +20,7 @@ from pathlib import Path
 
 from openff.toolkit import ForceField, Molecule
 
+from bespoke_fractal.optimization.forcebalance.relaxed import TARGET_TYPE as RELAXED_TARGET_TYPE
 from bespoke_fractal.optimization.models import TorsionProfile
 from bespoke_fractal.optimization.settings import ForceBalanceSettings
 
@@ -150,11 +151,12 @@ def optimize_in(settings: ForceBalanceSettings, target_names: list[str]) -> str:
     lines += [f"{key} {_value(value)}" for key, value in options.items()]
     lines += ["priors", f"   {TORSION_PRIOR_KEY} : {settings.torsion_prior!r}", "/priors", "$end", ""]
     target = settings.target
+    relaxed = target.protocol == "relaxed"
     for name in target_names:
         lines += [
             "$target",
             f"name {name}",
-            "type TorsionProfile_SMIRNOFF",
+            f"type {RELAXED_TARGET_TYPE if relaxed else 'TorsionProfile_SMIRNOFF'}",
             f"weight {target.weight!r}",
             "mol2 input.sdf",
             "pdb conf.pdb",
@@ -165,7 +167,7 @@ def optimize_in(settings: ForceBalanceSettings, target_names: list[str]) -> str:
             f"attenuate {_value(target.attenuate_weights)}",
             f"energy_denom {target.energy_denominator!r}",
             f"energy_upper {target.energy_cutoff!r}",
-            f"restrain_k {target.restrain_k!r}",
+            f"restrain_k {0.0 if relaxed else target.restrain_k!r}",
             "openmm_platform Reference",
             "$end",
             "",

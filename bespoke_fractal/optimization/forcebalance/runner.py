@@ -18,9 +18,10 @@ SUMMARY_NAME = "summary.json"
 
 def run(job_directory: Path) -> dict:
     """Run the job in `job_directory` (the working directory becomes it); return the summary."""
-    from bespoke_fractal.optimization.forcebalance import compat
+    from bespoke_fractal.optimization.forcebalance import compat, relaxed
 
     patches = compat.apply()
+    relaxed.register()
     os.chdir(job_directory)
     print(f"bespoke_fractal: compatibility patches applied: {', '.join(patches) or 'none'}", flush=True)
 
