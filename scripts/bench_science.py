@@ -13,11 +13,12 @@ and three target checks:
 - parent relaxed-scan RMSE after <= 0.6 x before (means over the torsions whose parent was driven).
 
 The executor directory is kept (--directory): its embedded server stores the drives, so a later
-run of any fitting code reuses them and only fits again. Results and the molecule table are in
-docs/science.md.
+run reuses them. Its job store also keeps the fits: an unchanged job description on the same
+drives reuses its fit, whatever the fitting code; --job-store NEW.sqlite fits again. Results
+and the molecule table are in docs/science.md.
 
     .venv/bin/python scripts/bench_science.py [--directory bench-science-executor] [--molecules N]
-        [--parent] [--grid-spacing 30] [--n-qc-compute-workers 2] [--json FILE]
+        [--parent] [--grid-spacing 30] [--n-qc-compute-workers 2] [--json FILE] [--job-store FILE]
 """
 
 from __future__ import annotations
@@ -248,6 +249,13 @@ def main() -> None:
     parser.add_argument("--grid-spacing", type=int, default=30)
     parser.add_argument("--n-qc-compute-workers", type=int, default=2)
     parser.add_argument("--json", type=Path, help="write the rows, means, checks and timings here")
+    parser.add_argument(
+        "--job-store",
+        type=Path,
+        help="SQLite job store, relative to DIR (default: DIR's jobs.sqlite, where a molecule whose "
+        "job description and drives are unchanged reuses its earlier fit); a new file fits again "
+        "with the drives cached on DIR's server, e.g. after the fitting code changed",
+    )
     args = parser.parse_args()
 
     molecules = dict(list(MOLECULES.items())[: args.molecules])
@@ -259,6 +267,7 @@ def main() -> None:
         n_qc_compute_workers=args.n_qc_compute_workers,
         qc_compute_worker_config=BespokeWorkerConfig(n_cores=1),
         directory=args.directory,
+        database_url=f"sqlite:///{(args.directory / args.job_store).absolute()}" if args.job_store else None,
         poll_interval=1.0,
     )
     console = Console(width=200)

@@ -12,6 +12,7 @@ from openff.toolkit import Molecule
 
 from bespoke_fractal.errors import ServerError, first_line
 from bespoke_fractal.optimization.models import TorsionProfile
+from bespoke_fractal.optimization.profiles import dihedral_degrees
 from bespoke_fractal.qc.identity import Dihedral, canonicalize_torsion
 from bespoke_fractal.qc.specification import QCSpec
 from bespoke_fractal.qc.torsiondrive import TorsionDrive, TorsionDriveResult, TorsionDriveStage
@@ -203,13 +204,3 @@ def _order_problem(
         if error > MAX_DIHEDRAL_ERROR:
             return f"the driven dihedral is {error:.1f}° off its grid angle {angle}° (atom order?)"
     return None
-
-
-def dihedral_degrees(geometry: np.ndarray, dihedral: Sequence[int]) -> float:
-    """The dihedral angle of four atoms of ``geometry`` (n x 3), degrees in (-180, 180]."""
-    p0, p1, p2, p3 = (np.asarray(geometry[i], dtype=float) for i in dihedral)
-    b0, b1, b2 = p0 - p1, p2 - p1, p3 - p2
-    b1 = b1 / np.linalg.norm(b1)
-    v = b0 - np.dot(b0, b1) * b1
-    w = b2 - np.dot(b2, b1) * b1
-    return float(np.degrees(np.arctan2(np.dot(np.cross(b1, v), w), np.dot(v, w))))

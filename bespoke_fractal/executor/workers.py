@@ -69,6 +69,6 @@ def optimize_job(
         timeout=timeout,
         keep_worse=keep_worse,
         unfitted=unfitted,
-        **({"parent_profiles": parents} if parents else {}),
+        parent_profiles=parents,
     )
     return result.model_dump_json()

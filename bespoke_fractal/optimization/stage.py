@@ -242,8 +242,8 @@ def optimize_schema(
     if usable:
         fitted = ForceField(fit.fitted_offxml, allow_cosmetic_attributes=True, load_plugins=False)
     reports, final = _score(schema, profiles, torsions, initial, fitted, directory, keep_worse)
-    if parent_profiles:
-        reports = _score_parents(schema, reports, parent_profiles, initial, final, directory)
+    if schema.drive_parent:
+        reports = _score_parents(schema, reports, parent_profiles or [], initial, final, directory)
     message = fit.message
     if not fit.converged:
         kept = sum(not r.kept_initial for r in reports)
@@ -411,16 +411,33 @@ def _score_parents(
     final: ForceField,
     directory: Path,
 ) -> list[TorsionFitReport]:
-    """Add the relaxed-scan scores of the parent's own QC drives (before: initial, after: written)."""
+    """Add the relaxed-scan scores of the parent's own QC drives (before: initial, after: written).
+
+    A target whose fragment is the whole parent has no second drive: its fragment scores are
+    the parent's. A target whose parent drive is missing or failed gets no parent score."""
     from bespoke_fractal.optimization.plots import plot_profile
     from bespoke_fractal.optimization.profiles import mm_profile, profile_errors
 
     cutoff = schema.optimizer.target.energy_cutoff
     by_target = {p.target_index: p for p in parent_profiles}
+    separate = {index for index, _, _ in schema.parent_drives()}
     updated = []
     for report in reports:
         profile = by_target.get(report.target_index)
         if profile is None:
+            if report.target_index not in separate:  # the fragment is the parent
+                target = schema.targets[report.target_index]
+                report = report.model_copy(
+                    update={
+                        "parent_dihedral": target.parent_dihedral,
+                        "parent_angles": report.angles,
+                        "parent_qc": report.qc,
+                        "parent_relaxed_initial": report.relaxed_initial,
+                        "parent_relaxed_final": report.relaxed_final,
+                        "parent_relaxed_before": report.relaxed_before,
+                        "parent_relaxed_after": report.relaxed_after,
+                    }
+                )
             updated.append(report)
             continue
         qc = profile.energies_kcal_mol
