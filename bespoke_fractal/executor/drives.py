@@ -13,6 +13,7 @@ from openff.toolkit import Molecule
 from bespoke_fractal.errors import ServerError, first_line
 from bespoke_fractal.optimization.models import TorsionProfile
 from bespoke_fractal.optimization.profiles import dihedral_degrees
+from bespoke_fractal.optimization.stage import profile_from_result
 from bespoke_fractal.qc.identity import Dihedral, canonicalize_torsion
 from bespoke_fractal.qc.specification import QCSpec
 from bespoke_fractal.qc.torsiondrive import TorsionDrive, TorsionDriveResult, TorsionDriveStage
@@ -173,17 +174,7 @@ def parent_profiles(
         if problem:
             log.warning("parent drive %s of %s not used: %s", result.record_id, schema.id, problem)
             continue
-        lowest = min(point.energy_kcal_mol for point in grid)
-        profiles.append(
-            TorsionProfile(
-                target_index=index,
-                mapped_smiles=schema.smiles,
-                dihedral=result.driven_dihedral,
-                angles=[point.angle for point in grid],
-                energies_kcal_mol=[point.energy_kcal_mol - lowest for point in grid],
-                geometries_angstrom=[point.geometry_angstrom for point in grid],
-            )
-        )
+        profiles.append(profile_from_result(index, schema.smiles, result))
     return profiles
 
 

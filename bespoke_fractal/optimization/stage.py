@@ -172,14 +172,19 @@ def profiles_from_results(
 
 
 def _profile(schema: BespokeOptimizationSchema, index: int, result: TorsionDriveResult) -> TorsionProfile:
-    """The QC profile of target ``index``, energies relative to its lowest grid point."""
+    """The QC profile of target ``index`` on its fragment."""
     target = schema.targets[index]
-    fragment = schema.fragmentation.fragments[target.fragment]
+    return profile_from_result(index, schema.fragmentation.fragments[target.fragment].mapped_smiles, result)
+
+
+def profile_from_result(index: int, mapped_smiles: str, result: TorsionDriveResult) -> TorsionProfile:
+    """The QC profile of a drive for target ``index``, energies relative to its lowest grid point;
+    ``mapped_smiles`` is the molecule the result's geometries are ordered by."""
     grid = sorted(result.grid, key=lambda point: point.angle)
     lowest = min(point.energy_kcal_mol for point in grid)
     return TorsionProfile(
         target_index=index,
-        mapped_smiles=fragment.mapped_smiles,
+        mapped_smiles=mapped_smiles,
         dihedral=result.driven_dihedral,
         angles=[point.angle for point in grid],
         energies_kcal_mol=[point.energy_kcal_mol - lowest for point in grid],
