@@ -95,9 +95,14 @@ def test_job_directory(sage: ForceField, tmp_path: Path) -> None:
         "penalty_type L1",
         "trust0 -0.25",
         "criteria 2",
-        "type TorsionProfile_SMIRNOFF",
+        "type TorsionProfileRelaxed_SMIRNOFF",  # the default protocol: only the dihedral held
+        "restrain_k 0.0",
     ):
         assert line in options
+    frozen = settings.model_copy(update={"target": settings.target.model_copy(update={"protocol": "frozen"})})
+    write_job(tmp_path / "frozen", force_field, ["bf-test-ccc"], [profile], frozen)
+    frozen_options = (tmp_path / "frozen" / "optimize.in").read_text().splitlines()
+    assert "type TorsionProfile_SMIRNOFF" in frozen_options and "restrain_k 1.0" in frozen_options
     assert "ProperTorsions/Proper/k : 4.5" in [line.strip() for line in options]
     written = ForceField(str(tmp_path / "forcefield" / "force-field.offxml"), allow_cosmetic_attributes=True)
     parameter = written.get_parameter_handler("ProperTorsions").get_parameter({"id": "bf-test-ccc"})[0]
