@@ -301,12 +301,6 @@ def _scan(force_field: ForceField, profile: TorsionProfile, schema: BespokeOptim
     )
 
 
-def _relaxed_rmse(force_field: ForceField, profile: TorsionProfile, cutoff: float) -> float:
-    from bespoke_fractal.optimization.profiles import mm_profile, profile_errors
-
-    return profile_errors(profile.energies_kcal_mol, mm_profile(force_field, profile), cutoff)[0]
-
-
 def _ids_of(target_index: int, torsions: list[BespokeTorsion]) -> list[str]:
     return [t.id for t in torsions if target_index in (t.target_indices or [t.target_index])]
 
@@ -336,34 +330,30 @@ def _score(
     ids = {p.target_index: _ids_of(p.target_index, torsions) for p in profiles}
     worse: set[int] = set()
     reverted: set[str] = set()
-    final = initial
+    final, scans = initial, before
     if fitted is not None:
         final = fitted
-        for profile in profiles:
-            rmse = _relaxed_rmse(fitted, profile, cutoff)
-            if rmse > before[profile.target_index].relaxed_score.rmse:
-                worse.add(profile.target_index)
-        if not keep_worse:
-            reverted = {pid for index in worse for pid in ids[index]}
-            for _ in range(len(profiles)):
-                final = _reverted(fitted, initial, reverted) if reverted else fitted
-                newly = {
-                    pid
-                    for p in profiles
-                    if not set(ids[p.target_index]) <= reverted
-                    and _relaxed_rmse(final, p, cutoff) > before[p.target_index].relaxed_score.rmse
-                    for pid in ids[p.target_index]
-                }
-                if newly <= reverted:
-                    break
-                reverted |= newly
-            final = _reverted(fitted, initial, reverted) if reverted else fitted
+        scans = {p.target_index: _scan(fitted, p, schema) for p in profiles}
+        worse = {i for i, scan in scans.items() if scan.relaxed_score.rmse > before[i].relaxed_score.rmse}
+        reverted = set() if keep_worse else {pid for index in worse for pid in ids[index]}
+        while reverted:  # each round reverts at least one more target, so it ends
+            final = _reverted(fitted, initial, reverted)
+            scans = {p.target_index: _scan(final, p, schema) for p in profiles}
+            newly = {
+                pid
+                for i, scan in scans.items()
+                if not set(ids[i]) <= reverted and scan.relaxed_score.rmse > before[i].relaxed_score.rmse
+                for pid in ids[i]
+            }
+            if newly <= reverted:
+                break
+            reverted |= newly
     parent = schema.parent_molecule()
     reports = []
     for profile in profiles:
         index = profile.target_index
         target = schema.targets[index]
-        after = _scan(final, profile, schema) if final is not initial else before[index]
+        after = scans[index]
         parent_scores = [None, None]
         if target.parent_dihedral is not None:
             for slot, force_field in enumerate((initial, final)):
