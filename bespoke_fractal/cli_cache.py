@@ -54,7 +54,7 @@ def _ids(values: tuple[str, ...]) -> list[int]:
 
 
 def _spec_choice(preset: str | None, grid_spacing: int | None):
-    from bespoke_fractal.qc.specification import get_preset
+    from bespoke_fractal.schema.qc import get_preset
 
     if grid_spacing is not None and not preset:
         raise click.UsageError("--grid-spacing needs --preset")

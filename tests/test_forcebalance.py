@@ -20,8 +20,8 @@ from openff.units import unit
 from bespoke_fractal.optimization.forcebalance import run_forcebalance
 from bespoke_fractal.optimization.forcebalance.inputs import KCAL_MOL_PER_HARTREE, write_job
 from bespoke_fractal.optimization.forcebalance.run import LOG_NAME, RUNNER_MODULE, summarize_log
-from bespoke_fractal.optimization.models import TorsionProfile
-from bespoke_fractal.optimization.settings import ForceBalanceSettings
+from bespoke_fractal.schema.fits import TorsionProfile
+from bespoke_fractal.schema.optimizers import ForceBalanceSettings
 
 DATA = Path(__file__).parent / "data"
 BUTANE_SMIRKS = "[#6X4H3:1]-[#6X4H2:2]-[#6X4H2:3]-[#6X4H3:4]"

@@ -13,7 +13,7 @@ from rdkit.Chem import AllChem
 from bespoke_fractal.errors import MoleculeInputError, NothingToFitError
 from bespoke_fractal.fragmentation import AM1BondOrderCache, fragment_molecule
 from bespoke_fractal.molecules import load_molecules
-from bespoke_fractal.qc.identity import canonicalize_torsion, default_dihedral
+from bespoke_fractal.schema.identity import canonicalize_torsion, default_dihedral
 from bespoke_fractal.workflow import BespokeWorkflowFactory, build_schemas, unique_drives
 
 IBUPROFEN = "CC(C)Cc1ccc(cc1)[C@H](C)C(=O)O"

@@ -7,7 +7,7 @@ from pydantic import ValidationError
 from rdkit import Chem
 from rdkit.Chem import AllChem
 
-from bespoke_fractal.qc.identity import (
+from bespoke_fractal.schema.identity import (
     CanonicalTorsion,
     Dihedral,
     TorsionIdentity,

@@ -9,7 +9,8 @@ from openff.toolkit import ForceField
 
 from bespoke_fractal.executor.drives import run_targets
 from bespoke_fractal.fragmentation import AM1BondOrderCache
-from bespoke_fractal.optimization.stage import OptimizationResult, optimize_schema, profiles_from_results
+from bespoke_fractal.optimization.stage import optimize_schema, profiles_from_results
+from bespoke_fractal.schema.fits import OptimizationResult
 from bespoke_fractal.workflow import BespokeWorkflowFactory
 
 # rdkit MMFF94 profiles as the reference: fast, and different enough from Sage to need a fit

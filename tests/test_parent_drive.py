@@ -19,11 +19,11 @@ from bespoke_fractal.executor.executor import submit_to_store
 from bespoke_fractal.executor.plan import plan_schemas
 from bespoke_fractal.executor.workers import DRIVE_LIST
 from bespoke_fractal.optimization.stage import usable_profiles
-from bespoke_fractal.qc.identity import canonicalize_torsion, default_dihedral, equivalent_bond_key
 from bespoke_fractal.qc.plan import CostModel
+from bespoke_fractal.schema.identity import canonicalize_torsion, default_dihedral, equivalent_bond_key
+from bespoke_fractal.schema.workflow import BespokeOptimizationSchema
 from bespoke_fractal.workflow import BespokeWorkflowFactory
 from bespoke_fractal.workflow.batch import SchemaOutcome
-from bespoke_fractal.workflow.schema import BespokeOptimizationSchema
 
 # hexane's C1-C2 bond (and its image C4-C3): the Pfizer fragment is pentane (17 atoms), the
 # parent has 20; the parent drive is C0-C1-C2-C3 of hexane

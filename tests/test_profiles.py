@@ -15,7 +15,6 @@ from openff.units import unit
 from openmm import unit as omm_unit
 
 from bespoke_fractal.forcefield import load_force_field
-from bespoke_fractal.optimization.models import TorsionProfile
 from bespoke_fractal.optimization.plots import plot_profile
 from bespoke_fractal.optimization.profiles import (
     aligned,
@@ -26,6 +25,7 @@ from bespoke_fractal.optimization.profiles import (
     relax_profile,
 )
 from bespoke_fractal.optimization.smirks import add_bespoke_torsions, bespoke_torsions
+from bespoke_fractal.schema.fits import TorsionProfile
 from bespoke_fractal.workflow import BespokeWorkflowFactory
 
 DATA = Path(__file__).parent / "data"

@@ -7,7 +7,8 @@ import pytest
 from openff.toolkit import Molecule
 
 from bespoke_fractal.qc import default_dihedral, get_preset
-from bespoke_fractal.qc.programs import KCAL_PER_HARTREE, rdkit_energy_kcal
+from bespoke_fractal.qc.programs import rdkit_energy_kcal
+from bespoke_fractal.schema.units import KCAL_PER_HARTREE
 
 SPEC = get_preset("rdkit-mmff94", grid_spacing=60)
 

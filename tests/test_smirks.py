@@ -9,10 +9,10 @@ from openff.units import unit
 
 from bespoke_fractal.forcefield import load_force_field
 from bespoke_fractal.fragmentation import AM1BondOrderCache
-from bespoke_fractal.optimization.models import BespokeTorsion
 from bespoke_fractal.optimization.smirks import add_bespoke_torsions, bespoke_torsions
+from bespoke_fractal.schema.fits import BespokeTorsion
+from bespoke_fractal.schema.workflow import BespokeOptimizationSchema
 from bespoke_fractal.workflow import BespokeWorkflowFactory
-from bespoke_fractal.workflow.schema import BespokeOptimizationSchema
 
 IBUPROFEN = "CC(C)Cc1ccc(cc1)[C@H](C)C(=O)O"
 PFIZER = BespokeWorkflowFactory.from_preset("debug").with_changes({"fragmentation_engine": "Pfizer"})

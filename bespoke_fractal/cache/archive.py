@@ -4,7 +4,7 @@ Everything a replay needs is kept: the specification, the molecule (mapped SMILE
 order of every geometry in the drive), the driven dihedral, and each completed constrained
 optimisation with its grid angle, initial and final geometry (bohr), energies (hartree) and, when
 the source kept it, the final gradient. The exporter writes geometries in the canonical atom order
-of :mod:`bespoke_fractal.qc.identity`; the importer re-derives that order, so a file made with
+of :mod:`bespoke_fractal.schema.identity`; the importer re-derives that order, so a file made with
 another RDKit version still maps onto the right atoms.
 """
 
@@ -22,8 +22,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bespoke_fractal.errors import BespokeFractalError
-from bespoke_fractal.qc.identity import Dihedral
-from bespoke_fractal.qc.specification import QCSpec
+from bespoke_fractal.schema.identity import Dihedral
+from bespoke_fractal.schema.qc import QCSpec
 
 ARCHIVE_FORMAT = "bespoke-fractal-torsiondrive-archive"
 COMPRESSED_SUFFIXES = (".gz", ".bz2")

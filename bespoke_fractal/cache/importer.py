@@ -15,8 +15,9 @@ from bespoke_fractal.cache.atoms import canonical_order
 from bespoke_fractal.cache.replay import ReplayDrive, ReplayManager
 from bespoke_fractal.cache.source import RefusedDrive, matching_preset
 from bespoke_fractal.errors import first_line
-from bespoke_fractal.qc.specification import QCSpec, get_preset
-from bespoke_fractal.qc.torsiondrive import TorsionDrive, TorsionDriveStage
+from bespoke_fractal.qc.torsiondrive import TorsionDriveStage
+from bespoke_fractal.schema.drives import TorsionDrive
+from bespoke_fractal.schema.qc import QCSpec, get_preset
 from bespoke_fractal.server import ServerConnection
 
 if TYPE_CHECKING:
@@ -289,7 +290,7 @@ def _replay(client, compute, tag, to_replay, statuses, report, stall_timeout, po
 
 
 def _as_drive(drive: ReplayDrive, spec: QCSpec) -> TorsionDrive:
-    from bespoke_fractal.qc.identity import canonicalize_torsion
+    from bespoke_fractal.schema.identity import canonicalize_torsion
 
     molecule = drive.identity.to_molecule()
     return TorsionDrive(

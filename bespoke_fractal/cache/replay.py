@@ -22,8 +22,8 @@ from pydantic import BaseModel
 from bespoke_fractal.cache.archive import ArchivedDrive, ArchivedOptimization, CacheError, _version
 from bespoke_fractal.cache.atoms import reorder
 from bespoke_fractal.errors import first_line
-from bespoke_fractal.qc.identity import TorsionIdentity
 from bespoke_fractal.qc.torsiondrive import FINISHED
+from bespoke_fractal.schema.identity import TorsionIdentity
 from bespoke_fractal.server import ServerConnection
 
 if TYPE_CHECKING:

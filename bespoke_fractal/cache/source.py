@@ -19,7 +19,7 @@ from bespoke_fractal.cache.archive import (
 )
 from bespoke_fractal.cache.atoms import canonical_order, reorder
 from bespoke_fractal.errors import first_line
-from bespoke_fractal.qc.specification import QCSpec, get_preset, list_presets
+from bespoke_fractal.schema.qc import QCSpec, get_preset, list_presets
 
 if TYPE_CHECKING:
     from qcportal import PortalClient

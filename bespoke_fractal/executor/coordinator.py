@@ -33,12 +33,13 @@ from bespoke_fractal.executor.supervisor import Supervisor
 from bespoke_fractal.executor.workers import DRIVE_LIST, fragment_job, init_worker, optimize_job
 from bespoke_fractal.optimization.forcebalance.run import LOG_NAME as FORCEBALANCE_LOG
 from bespoke_fractal.optimization.forcebalance.run import summarize_log
-from bespoke_fractal.optimization.stage import MIN_GRID_COVERAGE, OptimizationResult
+from bespoke_fractal.optimization.stage import MIN_GRID_COVERAGE
 from bespoke_fractal.qc.availability import ManagerPrograms, active_managers, missing_program
 from bespoke_fractal.qc.torsiondrive import FINISHED, DriveMonitor, TorsionDriveStage
+from bespoke_fractal.schema.fits import OptimizationResult
+from bespoke_fractal.schema.workflow import BespokeOptimizationSchema
 from bespoke_fractal.server import ServerConnection
 from bespoke_fractal.workflow.batch import SchemaOutcome
-from bespoke_fractal.workflow.schema import BespokeOptimizationSchema
 
 log = logging.getLogger(__name__)
 

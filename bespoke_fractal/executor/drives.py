@@ -11,13 +11,14 @@ import numpy as np
 from openff.toolkit import Molecule
 
 from bespoke_fractal.errors import ServerError, first_line
-from bespoke_fractal.optimization.models import TorsionProfile
 from bespoke_fractal.optimization.profiles import dihedral_degrees
 from bespoke_fractal.optimization.stage import profile_from_result
-from bespoke_fractal.qc.identity import Dihedral, canonicalize_torsion
-from bespoke_fractal.qc.specification import QCSpec
-from bespoke_fractal.qc.torsiondrive import TorsionDrive, TorsionDriveResult, TorsionDriveStage
-from bespoke_fractal.workflow.schema import BespokeOptimizationSchema
+from bespoke_fractal.qc.torsiondrive import TorsionDriveStage
+from bespoke_fractal.schema.drives import TorsionDrive, TorsionDriveResult
+from bespoke_fractal.schema.fits import TorsionProfile
+from bespoke_fractal.schema.identity import Dihedral, canonicalize_torsion
+from bespoke_fractal.schema.qc import QCSpec
+from bespoke_fractal.schema.workflow import BespokeOptimizationSchema
 
 log = logging.getLogger(__name__)
 

@@ -39,10 +39,10 @@ from bespoke_fractal.executor.store import JobStore
 from bespoke_fractal.executor.supervisor import SupervisedServices
 from bespoke_fractal.manager import LocalManagers, ManagerSettings
 from bespoke_fractal.molecules import MoleculeInput, load_molecule
+from bespoke_fractal.schema.workflow import BespokeOptimizationSchema
 from bespoke_fractal.server import EmbeddedServer, ServerConnection, ServerSettings
 from bespoke_fractal.session import embedded_managers
 from bespoke_fractal.workflow.factory import BespokeWorkflowFactory
-from bespoke_fractal.workflow.schema import BespokeOptimizationSchema
 
 if TYPE_CHECKING:
     from qcportal import PortalClient

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from bespoke_fractal.optimization.stage import OptimizationResult
+from bespoke_fractal.schema.fits import OptimizationResult
 
 Status = Literal["waiting", "running", "success", "errored"]
 StageType = Literal["fragmentation", "qc-generation", "optimization"]

@@ -15,9 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bespoke_fractal.molecules import MoleculeInput
 from bespoke_fractal.qc.plan import CostModel, DriveCounts, drive_statuses, measure_cost, needs_computing
+from bespoke_fractal.schema.workflow import BespokeOptimizationSchema
 from bespoke_fractal.workflow.batch import SchemaOutcome, build_schemas, load_batch
 from bespoke_fractal.workflow.factory import BespokeWorkflowFactory
-from bespoke_fractal.workflow.schema import BespokeOptimizationSchema
 
 if TYPE_CHECKING:
     from openff.toolkit import Molecule

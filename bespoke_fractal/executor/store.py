@@ -31,8 +31,8 @@ from bespoke_fractal.executor.models import (
     StageType,
     Status,
 )
-from bespoke_fractal.optimization.stage import OptimizationResult
-from bespoke_fractal.workflow.schema import BespokeOptimizationSchema
+from bespoke_fractal.schema.fits import OptimizationResult
+from bespoke_fractal.schema.workflow import BespokeOptimizationSchema
 
 DATABASE_NAME = "jobs.sqlite"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import TypeAdapter
 
-from bespoke_fractal.qc.torsiondrive import TorsionDrive
+from bespoke_fractal.schema.drives import TorsionDrive
 from bespoke_fractal.server import ServerConnection
 
 DRIVE_LIST = TypeAdapter(list[TorsionDrive])
@@ -51,7 +51,7 @@ def optimize_job(
     from bespoke_fractal.executor.drives import job_results, parent_profiles
     from bespoke_fractal.optimization.stage import optimize_schema, usable_profiles
     from bespoke_fractal.qc.torsiondrive import TorsionDriveStage
-    from bespoke_fractal.workflow.schema import BespokeOptimizationSchema
+    from bespoke_fractal.schema.workflow import BespokeOptimizationSchema
 
     schema = BespokeOptimizationSchema.model_validate_json(schema_json)
     drives = DRIVE_LIST.validate_json(drives_json)

@@ -8,7 +8,6 @@ from bespoke_fractal.fragmentation.engines import (
     PfizerFragmentation,
     WBOFragmentation,
 )
-from bespoke_fractal.fragmentation.models import Fragment, FragmentedMolecule, TorsionTarget
 from bespoke_fractal.fragmentation.stage import fragment_molecule
 from bespoke_fractal.fragmentation.targets import (
     DEFAULT_TARGET_SMARTS,
@@ -16,6 +15,7 @@ from bespoke_fractal.fragmentation.targets import (
     find_target_bonds,
     symmetry_groups,
 )
+from bespoke_fractal.schema.fragments import Fragment, FragmentedMolecule, TorsionTarget
 
 __all__ = [
     "AM1BondOrderCache",

@@ -13,8 +13,9 @@ from openff.toolkit import Molecule
 from pydantic import BaseModel, ConfigDict, Field
 
 from bespoke_fractal.errors import FragmentationError, first_line
-from bespoke_fractal.fragmentation.am1_cache import AM1BondOrderCache, toolkit_registry
-from bespoke_fractal.fragmentation.models import Bond
+from bespoke_fractal.fragmentation.am1_cache import AM1BondOrderCache
+from bespoke_fractal.schema.fragments import Bond
+from bespoke_fractal.schema.toolkits import toolkit_registry
 
 FragmentMap = tuple[Molecule, dict[int, int]]
 """A fragment (its own atom order) and its fragment -> parent atom index map."""

@@ -10,9 +10,9 @@ from openff.toolkit import Molecule
 from bespoke_fractal.errors import FragmentationError, NothingToFitError
 from bespoke_fractal.fragmentation.am1_cache import AM1BondOrderCache
 from bespoke_fractal.fragmentation.engines import FragmenterBase, NoFragmentation
-from bespoke_fractal.fragmentation.models import Fragment, FragmentedMolecule, TorsionTarget
 from bespoke_fractal.fragmentation.targets import find_target_bonds, symmetry_groups
-from bespoke_fractal.qc.identity import canonicalize_torsion, default_dihedral
+from bespoke_fractal.schema.fragments import Fragment, FragmentedMolecule, TorsionTarget
+from bespoke_fractal.schema.identity import canonicalize_torsion, default_dihedral
 
 
 def fragment_molecule(

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from openff.toolkit import Molecule
 from rdkit import Chem
 
-from bespoke_fractal.fragmentation.models import Bond
-from bespoke_fractal.qc.identity import equivalent_bond_key
+from bespoke_fractal.schema.fragments import Bond
+from bespoke_fractal.schema.identity import equivalent_bond_key
 
 DEFAULT_TARGET_SMARTS = "[!#1]~[!$(*#*)&!D1:1]-,=;!@[!$(*#*)&!D1:2]~[!#1]"
 """BespokeFit's rotatable bond: not terminal, not triple-bonded, not in a ring."""

@@ -32,7 +32,7 @@ from openff.units import unit
 from openmm import unit as omm_unit
 from pydantic import BaseModel, ConfigDict, Field
 
-from bespoke_fractal.optimization.models import Dihedral, TorsionProfile
+from bespoke_fractal.schema.fits import Dihedral, TorsionProfile
 
 Mode = Literal["relaxed", "frozen", "restrained"]
 
@@ -67,7 +67,7 @@ def am1bcc_charges(mapped_smiles: str) -> np.ndarray:
     """AM1-BCC partial charges (e) of a molecule, in its mapped-SMILES atom order; cached."""
     with _charges_lock:
         if mapped_smiles not in _charges:
-            from bespoke_fractal.fragmentation.am1_cache import toolkit_registry
+            from bespoke_fractal.schema.toolkits import toolkit_registry
 
             molecule = Molecule.from_mapped_smiles(mapped_smiles, allow_undefined_stereo=True)
             molecule.assign_partial_charges("am1bcc", toolkit_registry=toolkit_registry())

@@ -33,9 +33,9 @@ from openff.units import unit
 from rdkit import Chem
 
 from bespoke_fractal.errors import BespokeFractalError
-from bespoke_fractal.fragmentation.models import Fragment, TorsionTarget
-from bespoke_fractal.optimization.models import BespokeTorsion
-from bespoke_fractal.workflow.schema import BespokeOptimizationSchema
+from bespoke_fractal.schema.fits import BespokeTorsion
+from bespoke_fractal.schema.fragments import Fragment, TorsionTarget
+from bespoke_fractal.schema.workflow import BespokeOptimizationSchema
 
 Quartet = tuple[int, int, int, int]
 

@@ -17,119 +17,26 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from openff.toolkit import ForceField
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from bespoke_fractal.errors import BespokeFractalError
 from bespoke_fractal.forcefield import load_force_field
-from bespoke_fractal.fragmentation.models import Bond
-from bespoke_fractal.optimization.models import BespokeTorsion, TorsionProfile
-from bespoke_fractal.qc.torsiondrive import TorsionDriveResult
-from bespoke_fractal.workflow.schema import BespokeOptimizationSchema
+from bespoke_fractal.schema.drives import TorsionDriveResult
+from bespoke_fractal.schema.fits import (
+    BespokeTorsion,
+    OptimizationResult,
+    ProfileScore,
+    TorsionFitReport,
+    TorsionProfile,
+    UnfittedTarget,
+)
+from bespoke_fractal.schema.workflow import BespokeOptimizationSchema
 
 MIN_GRID_COVERAGE = 0.75  # share of a failed drive's grid that must be done to fit to it
 
 
 class OptimizationError(BespokeFractalError):
     """The optimisation stage could not run (missing or failed QC data, bad input)."""
-
-
-class UnfittedTarget(BaseModel):
-    """A target torsion left with the initial force field's parameters, and why."""
-
-    target_index: int
-    parent_bonds: list[Bond]
-    reason: str
-
-
-class ProfileScore(BaseModel):
-    """RMSE and largest error (kcal/mol) of an MM torsion profile against QC."""
-
-    rmse: float
-    max_error: float
-
-
-class TorsionFitReport(BaseModel):
-    """How one target torsion came out of the fit.
-
-    Scores are RMSE and largest error in kcal/mol over the grid points whose QC energy is within
-    the workflow's ``energy_cutoff``, MM shifted by its mean offset from QC over those points
-    (`profiles` module). "before" is the initial force field, "after" the written one (with any
-    reverted parameters reverted). MM profiles are kcal/mol relative to their lowest point.
-    """
-
-    target_index: int
-    parent_bonds: list[Bond]
-    parameter_ids: list[str]
-    angles: list[int]
-    qc: list[float] = Field(description="QC profile of the fragment, kcal/mol relative to its minimum")
-    qc_barrier: float = Field(description="highest minus lowest QC energy of the grid, kcal/mol")
-    scored_points: int = Field(description="grid points within energy_cutoff, the ones scored")
-    relaxed_initial: list[float] = Field(description="relaxed MM scan, initial force field, fragment")
-    relaxed_final: list[float] = Field(description="relaxed MM scan, written force field, fragment")
-    frozen_initial: list[float] = Field(description="frozen-protocol MM profile, initial force field")
-    frozen_final: list[float] = Field(description="frozen-protocol MM profile, written force field")
-    relaxed_before: ProfileScore = Field(description="relaxed-scan score on the fragment, initial")
-    relaxed_after: ProfileScore = Field(description="relaxed-scan score on the fragment, written")
-    frozen_before: ProfileScore = Field(description="frozen-protocol (ForceBalance/BespokeFit) score")
-    frozen_after: ProfileScore
-    parent_before: ProfileScore | None = Field(
-        None, description="relaxed MM scan of the parent from one RDKit conformer against the fragment's QC"
-    )
-    parent_after: ProfileScore | None = None
-    parent_dihedral: tuple[int, int, int, int] | None = Field(
-        None, description="the parent dihedral driven with QC (drive_parent), parent atom indices"
-    )
-    parent_angles: list[int] | None = None
-    parent_qc: list[float] | None = Field(None, description="QC profile of the parent drive")
-    parent_relaxed_initial: list[float] | None = None
-    parent_relaxed_final: list[float] | None = None
-    parent_relaxed_before: ProfileScore | None = Field(
-        None, description="relaxed-scan score on the parent's own QC drive, initial force field"
-    )
-    parent_relaxed_after: ProfileScore | None = None
-    worse: bool = Field(False, description="the fitted parameters raised this torsion's relaxed-scan RMSE")
-    kept_initial: bool = Field(False, description="the initial force field's parameters were kept")
-    plot: Path | None = None
-    parent_plot: Path | None = None
-
-
-class OptimizationResult(BaseModel):
-    """The outcome of fitting one molecule."""
-
-    schema_id: str
-    smiles: str
-    offxml: Path | None = Field(None, description="initial force field + bespoke torsions")
-    converged: bool
-    iterations: int
-    message: str = ""
-    fit_seconds: float
-    torsions: list[TorsionFitReport] = Field(default_factory=list)
-    unfitted: list[UnfittedTarget] = Field(
-        default_factory=list, description="targets left with the initial parameters (no usable QC), and why"
-    )
-    work_directory: Path | None = Field(None, description="ForceBalance's directory, kept on failure")
-
-    @property
-    def mean_rmse_before(self) -> float:
-        """Mean relaxed-scan RMSE over the fitted torsions with the initial force field."""
-        return _mean([t.relaxed_before.rmse for t in self.torsions])
-
-    @property
-    def mean_rmse_after(self) -> float:
-        """Mean relaxed-scan RMSE over the fitted torsions with the written force field."""
-        return _mean([t.relaxed_after.rmse for t in self.torsions])
-
-    @property
-    def mean_frozen_rmse_before(self) -> float:
-        return _mean([t.frozen_before.rmse for t in self.torsions])
-
-    @property
-    def mean_frozen_rmse_after(self) -> float:
-        return _mean([t.frozen_after.rmse for t in self.torsions])
-
-
-def _mean(values: list[float]) -> float:
-    return sum(values) / max(len(values), 1)
 
 
 def usable_profiles(

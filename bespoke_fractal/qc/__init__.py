@@ -1,18 +1,14 @@
 """The QC stage: torsion drives on QCFractal, cached and deduplicated."""
 
-from bespoke_fractal.qc.identity import (
+from bespoke_fractal.qc.torsiondrive import TorsionDriveStage
+from bespoke_fractal.schema.drives import GridPoint, TorsionDrive, TorsionDriveResult
+from bespoke_fractal.schema.identity import (
     CanonicalTorsion,
     TorsionIdentity,
     canonicalize_torsion,
     default_dihedral,
 )
-from bespoke_fractal.qc.specification import QCSpec, get_preset, list_presets
-from bespoke_fractal.qc.torsiondrive import (
-    GridPoint,
-    TorsionDrive,
-    TorsionDriveResult,
-    TorsionDriveStage,
-)
+from bespoke_fractal.schema.qc import QCSpec, get_preset, list_presets
 
 __all__ = [
     "CanonicalTorsion",

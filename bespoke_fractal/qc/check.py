@@ -11,8 +11,8 @@ from pydantic import BaseModel
 
 from bespoke_fractal.errors import first_line
 from bespoke_fractal.qc.availability import ManagerPrograms, active_managers, missing_program
-from bespoke_fractal.qc.specification import QCSpec
 from bespoke_fractal.qc.torsiondrive import FINISHED, to_qcportal_molecule
+from bespoke_fractal.schema.qc import QCSpec
 
 if TYPE_CHECKING:
     from qcportal import PortalClient

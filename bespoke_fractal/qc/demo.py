@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from openff.toolkit import Molecule
 
-from bespoke_fractal.qc.identity import default_dihedral
-from bespoke_fractal.qc.specification import QCSpec
-from bespoke_fractal.qc.torsiondrive import TorsionDriveResult, TorsionDriveStage
+from bespoke_fractal.qc.torsiondrive import TorsionDriveStage
+from bespoke_fractal.schema.drives import TorsionDriveResult
+from bespoke_fractal.schema.identity import default_dihedral
+from bespoke_fractal.schema.qc import QCSpec
 from bespoke_fractal.server import ServerConnection
 
 # Paracetamol; the aryl-N bond joins the amide to the ring.

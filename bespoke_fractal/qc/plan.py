@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from bespoke_fractal.qc.specification import QCSpec
+from bespoke_fractal.schema.qc import QCSpec
 
 if TYPE_CHECKING:
     from qcportal import PortalClient

@@ -13,9 +13,9 @@ from openff.toolkit import Molecule
 from pydantic import BaseModel
 
 from bespoke_fractal.errors import TorsionDriveError
-from bespoke_fractal.qc.specification import QCSpec
+from bespoke_fractal.schema.qc import QCSpec
+from bespoke_fractal.schema.units import KCAL_PER_HARTREE
 
-KCAL_PER_HARTREE = 627.509474
 KJ_PER_KCAL = 4.184
 
 

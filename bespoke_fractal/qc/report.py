@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from bespoke_fractal.qc.torsiondrive import TorsionDriveResult
+from bespoke_fractal.schema.drives import TorsionDriveResult
 
 
 def profile_table(result: TorsionDriveResult) -> Table:

@@ -15,9 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from bespoke_fractal.errors import BespokeFractalError, first_line
 from bespoke_fractal.fragmentation import AM1BondOrderCache
 from bespoke_fractal.molecules import MoleculeInput, load_molecules
-from bespoke_fractal.qc.identity import TorsionIdentity
+from bespoke_fractal.schema.identity import TorsionIdentity
+from bespoke_fractal.schema.workflow import BespokeOptimizationSchema
 from bespoke_fractal.workflow.factory import BespokeWorkflowFactory
-from bespoke_fractal.workflow.schema import BespokeOptimizationSchema
 
 
 class SchemaOutcome(BaseModel):

@@ -25,9 +25,9 @@ from bespoke_fractal.fragmentation import (
     fragment_molecule,
 )
 from bespoke_fractal.molecules import load_molecule
-from bespoke_fractal.optimization import ForceBalanceSettings, SMIRKSSettings
-from bespoke_fractal.qc.specification import QCSpec, get_preset
-from bespoke_fractal.workflow.schema import BespokeOptimizationSchema
+from bespoke_fractal.schema.optimizers import ForceBalanceSettings, SMIRKSSettings
+from bespoke_fractal.schema.qc import QCSpec, get_preset
+from bespoke_fractal.schema.workflow import BespokeOptimizationSchema
 
 DEFAULT_FORCE_FIELD = "openff_unconstrained-2.2.1.offxml"
 

@@ -2,7 +2,7 @@
 
 usage: python tests/data/make_profile.py SMILES i,j OUT.json [GRID]
 
-Writes a bespoke_fractal.optimization.models.TorsionProfile as JSON (target_index 0): the
+Writes a bespoke_fractal.schema.fits.TorsionProfile as JSON (target_index 0): the
 torsion identity's canonical fragment and dihedral, one geomeTRIC-optimised RDKit MMFF94
 geometry per grid point, energies in kcal/mol relative to the lowest. qcengine 0.52's rdkit
 harness returns energies 4.184x too small (docs: /work/shared/notes/stack.md); they are
@@ -22,9 +22,9 @@ import qcengine
 from openff.toolkit import Molecule
 from qcelemental.models.procedures import TorsionDriveInput
 
-from bespoke_fractal.optimization.models import TorsionProfile
-from bespoke_fractal.qc.identity import canonicalize_torsion, default_dihedral, starting_geometries
-from bespoke_fractal.qc.specification import DEFAULT_GEOMETRIC_KEYWORDS
+from bespoke_fractal.schema.fits import TorsionProfile
+from bespoke_fractal.schema.identity import canonicalize_torsion, default_dihedral, starting_geometries
+from bespoke_fractal.schema.qc import DEFAULT_GEOMETRIC_KEYWORDS
 
 KCAL_MOL_PER_HARTREE = 627.509474
 QCENGINE_RDKIT_FACTOR = 4.184

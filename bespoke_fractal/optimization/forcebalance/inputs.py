@@ -21,8 +21,8 @@ from pathlib import Path
 from openff.toolkit import ForceField, Molecule
 
 from bespoke_fractal.optimization.forcebalance.relaxed import TARGET_TYPE as RELAXED_TARGET_TYPE
-from bespoke_fractal.optimization.models import TorsionProfile
-from bespoke_fractal.optimization.settings import ForceBalanceSettings
+from bespoke_fractal.schema.fits import TorsionProfile
+from bespoke_fractal.schema.optimizers import ForceBalanceSettings
 
 FORCE_FIELD_NAME = "force-field.offxml"
 INPUT_NAME = "optimize.in"

@@ -25,8 +25,8 @@ from bespoke_fractal.optimization.forcebalance.inputs import (
     write_job,
 )
 from bespoke_fractal.optimization.forcebalance.runner import SUMMARY_NAME
-from bespoke_fractal.optimization.models import ForceBalanceResult, TorsionProfile
-from bespoke_fractal.optimization.settings import ForceBalanceSettings
+from bespoke_fractal.schema.fits import ForceBalanceResult, TorsionProfile
+from bespoke_fractal.schema.optimizers import ForceBalanceSettings
 
 LOG_NAME = "forcebalance.log"
 MARKER_NAME = ".bespoke-fractal-forcebalance"

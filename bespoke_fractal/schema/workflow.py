@@ -7,10 +7,10 @@ from typing import Any
 from openff.toolkit import Molecule
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
-from bespoke_fractal.fragmentation.models import FragmentedMolecule, TorsionTarget
-from bespoke_fractal.optimization import ForceBalanceSettings, SMIRKSSettings
-from bespoke_fractal.qc.identity import Dihedral, TorsionIdentity, canonicalize_torsion, default_dihedral
-from bespoke_fractal.qc.specification import QCSpec
+from bespoke_fractal.schema.fragments import FragmentedMolecule, TorsionTarget
+from bespoke_fractal.schema.identity import Dihedral, TorsionIdentity, canonicalize_torsion, default_dihedral
+from bespoke_fractal.schema.optimizers import ForceBalanceSettings, SMIRKSSettings
+from bespoke_fractal.schema.qc import QCSpec
 
 
 class BespokeOptimizationSchema(BaseModel):

@@ -224,14 +224,18 @@ def _smallest_equivalent(rdmol: Chem.Mol, dihedral: Dihedral) -> Dihedral:
 
 def _is_image(rdmol: Chem.Mol, dihedral: Sequence[int], image: Sequence[int]) -> bool:
     """Whether an automorphism of `rdmol` maps the atoms of `dihedral` one by one onto `image`."""
-    if tuple(dihedral) == tuple(image):
-        return True
+    return tuple(dihedral) == tuple(image) or automorphism(rdmol, dihedral, image) is not None
+
+
+def automorphism(rdmol: Chem.Mol, dihedral: Sequence[int], goal: Sequence[int]) -> tuple[int, ...] | None:
+    """A stereo-preserving automorphism of `rdmol` taking the atoms of `dihedral` one by one onto
+    `goal`, as ``image[atom]``; None when there is none."""
     params = Chem.SubstructMatchParameters()
     params.useChirality = True
     params.maxMatches = 1
     params.atomProperties = [_SLOT]
-    query, target = _tagged(rdmol, dihedral), _tagged(rdmol, image)
-    return bool(target.GetSubstructMatches(query, params))
+    matches = _tagged(rdmol, goal).GetSubstructMatches(_tagged(rdmol, dihedral), params)
+    return tuple(matches[0]) if matches else None
 
 
 def _tagged(rdmol: Chem.Mol, dihedral: Sequence[int]) -> Chem.Mol:
@@ -240,7 +244,7 @@ def _tagged(rdmol: Chem.Mol, dihedral: Sequence[int]) -> Chem.Mol:
     for atom in tagged.GetAtoms():
         atom.SetIntProp(_SLOT, 0)
     for slot, i in enumerate(dihedral, start=1):
-        tagged.GetAtomWithIdx(i).SetIntProp(_SLOT, slot)
+        tagged.GetAtomWithIdx(int(i)).SetIntProp(_SLOT, slot)
     return tagged
 
 

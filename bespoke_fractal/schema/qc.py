@@ -153,7 +153,7 @@ def _atomic_numbers(elements: Iterable[str]) -> set[int]:
 
 @cache
 def _preset_table() -> dict[str, QCSpec]:
-    text = resources.files("bespoke_fractal.qc").joinpath("presets.yaml").read_text()
+    text = resources.files("bespoke_fractal.schema").joinpath("qc_presets.yaml").read_text()
     return {name: QCSpec(name=name, **fields) for name, fields in yaml.safe_load(text).items()}
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from openff.toolkit import Molecule
 from pydantic import BaseModel, ConfigDict, Field
 
-from bespoke_fractal.qc.identity import Dihedral, TorsionIdentity
+from bespoke_fractal.schema.identity import Dihedral, TorsionIdentity
 
 Bond = tuple[int, int]
 
