@@ -17,7 +17,7 @@ import psutil
 import pytest
 from qc_tasks import qc_tasks
 
-from bespoke_fractal import _process
+from bespoke_fractal import processes
 from bespoke_fractal.executor import BespokeExecutor, JobStore, submit_to_store, wait_until_complete
 from bespoke_fractal.executor.coordinator import CoordinatorSettings
 from bespoke_fractal.executor.service import CoordinatorProcess, ServiceConfig
@@ -169,7 +169,7 @@ def test_killed_server_and_postgres_are_restarted_and_the_job_completes(owned):
     before = torsiondrive_ids(admin)
     job_id = owned.submit("CC(=O)OC", factory(90))
     output = wait_for(lambda: (o := owned.retrieve(job_id)).qc.record_ids and o, what="QC to be submitted")
-    server_pid = _process.read_pid(server.pid_file)
+    server_pid = processes.read_pid(server.pid_file)
     postmaster = int((server.postgres.data_dir / "postmaster.pid").read_text().split()[0])
     for pid in (server_pid, postmaster):
         psutil.Process(pid).kill()
@@ -179,7 +179,7 @@ def test_killed_server_and_postgres_are_restarted_and_the_job_completes(owned):
     assert final.qc.record_ids == output.qc.record_ids
     admin = server.connection("admin").client()
     assert torsiondrive_ids(admin) - before == set(output.qc.record_ids)
-    assert _process.read_pid(server.pid_file) != server_pid
+    assert processes.read_pid(server.pid_file) != server_pid
     # nothing of the killed server is left serving (its API process was a child in its group)
     assert not [p for p in _group(server_pid) if not _dead(p.pid)]
 
@@ -201,7 +201,7 @@ def test_a_worker_whose_coordinator_died_before_it_started_does_nothing(tmp_path
     reparented before it can ask for PDEATHSIG; it must exit instead of taking the work."""
     flag = tmp_path / "worked"
     worker = (
-        "import sys, time; time.sleep(1.5); from bespoke_fractal._process import die_with_parent; "
+        "import sys, time; time.sleep(1.5); from bespoke_fractal.processes import die_with_parent; "
         f"die_with_parent(int(sys.argv[1])); open({str(flag)!r}, 'w').close()"
     )
     parent = (

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bespoke_fractal import _process
+from bespoke_fractal import processes
 from bespoke_fractal.errors import BespokeFractalError
 from bespoke_fractal.executor import BespokeExecutor, JobStore, submit_to_store
 from bespoke_fractal.server import EmbeddedServer
@@ -117,7 +117,7 @@ def test_stale_pid_and_lock_files_from_a_crashed_run_are_ignored(tmp_path):
     server = EmbeddedServer(directory)
     # a crashed run's PID file naming a PID now used by another process (init, started long ago)
     server.pid_file.write_text("1 1.000\n")
-    assert _process.read_pid(server.pid_file) is None and not server.pid_file.exists()
+    assert processes.read_pid(server.pid_file) is None and not server.pid_file.exists()
     (directory / "executor.lock").write_text("999999\n")  # the lock file of a crashed executor
     store = JobStore.in_directory(directory)
     submit_to_store(store, "CCCC", "debug")

@@ -161,11 +161,11 @@ class DriveArchive(BaseModel):
     format: Literal["bespoke-fractal-torsiondrive-archive"] = ARCHIVE_FORMAT
     version: Literal[1] = 1
     created_on: datetime = Field(default_factory=lambda: datetime.now(UTC))
-    created_by: str = Field(default_factory=lambda: f"bespoke-fractal {_version()}")
+    created_by: str = Field(default_factory=lambda: f"bespoke-fractal {package_version()}")
     drives: list[ArchivedDrive] = Field(default_factory=list)
 
 
-def _version() -> str:
+def package_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
     try:

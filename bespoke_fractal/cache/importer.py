@@ -19,6 +19,7 @@ from bespoke_fractal.qc.torsiondrive import TorsionDriveStage
 from bespoke_fractal.schema.drives import TorsionDrive
 from bespoke_fractal.schema.qc import QCSpec, get_preset
 from bespoke_fractal.server import ServerConnection
+from bespoke_fractal.server.records import record_status
 
 if TYPE_CHECKING:
     from qcportal import PortalClient
@@ -146,7 +147,7 @@ def _present(client: PortalClient, spec: QCSpec, drives: list[ReplayDrive]) -> d
         for entry, _spec, record in dataset.iterate_records(
             entry_names=sorted(keys), specification_names=[spec.label]
         )
-        if str(getattr(record.status, "value", record.status)) == "complete"
+        if record_status(record) == "complete"
     }
 
 
@@ -218,10 +219,7 @@ def import_drives(
         for drive, submission in zip(drives, stage.submit_many(molecules, tagged), strict=True):
             drive.record_id = submission.record_id
             submitted.append((spec, drive, submission))
-    statuses = {
-        r.id: str(getattr(r.status, "value", r.status))
-        for r in client.get_records([d.record_id for _, d, _ in submitted])
-    }
+    statuses = {r.id: record_status(r) for r in client.get_records([d.record_id for _, d, _ in submitted])}
     to_replay = []
     for spec, drive, _submission in submitted:
         if statuses[drive.record_id] == "complete":
@@ -260,7 +258,7 @@ def _replay(client, compute, tag, to_replay, statuses, report, stall_timeout, po
             [d for _, d in to_replay], stall_timeout=stall_timeout, poll_interval=poll_interval
         )
     finally:
-        final = {r.id: str(getattr(r.status, "value", r.status)) for r in client.get_records(ids)}
+        final = {r.id: record_status(r) for r in client.get_records(ids)}
         unfinished = [i for i in ids if final[i] != "complete"]
         for spec, drive in to_replay:
             if drive.record_id in unfinished:

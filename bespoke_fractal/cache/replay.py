@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pydantic import BaseModel
 
-from bespoke_fractal.cache.archive import ArchivedDrive, ArchivedOptimization, CacheError, _version
+from bespoke_fractal.cache.archive import ArchivedDrive, ArchivedOptimization, CacheError, package_version
 from bespoke_fractal.cache.atoms import reorder
 from bespoke_fractal.errors import first_line
-from bespoke_fractal.qc.torsiondrive import FINISHED
 from bespoke_fractal.schema.identity import TorsionIdentity
 from bespoke_fractal.server import ServerConnection
+from bespoke_fractal.server.records import FINISHED, record_status
 
 if TYPE_CHECKING:
     from qcportal import PortalClient
@@ -158,7 +158,7 @@ class ReplayManager:
 
     def _statuses(self, record_ids: list[int]) -> dict[int, str]:
         records = self.reader.get_records(record_ids)
-        return {r.id: str(getattr(r.status, "value", r.status)) for r in records}
+        return {r.id: record_status(r) for r in records}
 
     def _refresh(self, by_record: dict[int, ReplayDrive]) -> None:
         """Map every optimisation record of the drives to its drive."""
@@ -218,7 +218,7 @@ class ReplayManager:
         }
         provenance = Provenance(
             creator="bespoke-fractal",
-            version=_version(),
+            version=package_version(),
             routine="bespoke_fractal.cache.replay",
             **note,
             source_provenance=optimization.provenance,
@@ -235,7 +235,7 @@ class ReplayManager:
                     properties={"return_energy": optimization.energies[-1], "calcinfo_natom": len(initial)},
                     provenance=Provenance(
                         creator="bespoke-fractal",
-                        version=_version(),
+                        version=package_version(),
                         routine="bespoke_fractal.cache.replay",
                         **note,
                         source_provenance=optimization.gradient_provenance or {},

@@ -20,6 +20,7 @@ from bespoke_fractal.cache.archive import (
 from bespoke_fractal.cache.atoms import canonical_order, reorder
 from bespoke_fractal.errors import first_line
 from bespoke_fractal.schema.qc import QCSpec, get_preset, list_presets
+from bespoke_fractal.server.records import record_status
 
 if TYPE_CHECKING:
     from qcportal import PortalClient
@@ -42,10 +43,6 @@ class RefusedDrive(BaseModel):
     source_record_id: int | None = None
     identity_key: str | None = None
     reason: str
-
-
-def _status(record) -> str:
-    return str(getattr(record.status, "value", record.status))
 
 
 def preset_datasets(client: PortalClient, preset: str, grid_spacing: int | None = None) -> list[str]:
@@ -115,7 +112,7 @@ def _dataset(client: PortalClient, name: str, source: str):
 
 
 def _drive(client: PortalClient, record, source: str, entry: str | None, gradients: bool) -> ArchivedDrive:
-    status = _status(record)
+    status = record_status(record)
     if status != "complete":
         raise CacheError(f"status {status}: only complete drives are imported")
     spec = DriveSpecification.from_qcportal(record.specification, len(record.initial_molecules))
@@ -169,7 +166,7 @@ def _optimizations(
     out = []
     for records in _batches(list(angle_of), BATCH):
         for optimization in client.get_optimizations(records, include=include):
-            if _status(optimization) != "complete" or not optimization.energies:
+            if record_status(optimization) != "complete" or not optimization.energies:
                 continue
             gradient, gradient_provenance = None, None
             if gradients and optimization.trajectory:

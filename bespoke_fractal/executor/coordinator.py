@@ -35,10 +35,11 @@ from bespoke_fractal.optimization.forcebalance.run import LOG_NAME as FORCEBALAN
 from bespoke_fractal.optimization.forcebalance.run import summarize_log
 from bespoke_fractal.optimization.stage import MIN_GRID_COVERAGE
 from bespoke_fractal.qc.availability import ManagerPrograms, active_managers, missing_program
-from bespoke_fractal.qc.torsiondrive import FINISHED, DriveMonitor, TorsionDriveStage
+from bespoke_fractal.qc.torsiondrive import DriveMonitor, TorsionDriveStage
 from bespoke_fractal.schema.fits import OptimizationResult
 from bespoke_fractal.schema.workflow import BespokeOptimizationSchema
 from bespoke_fractal.server import ServerConnection
+from bespoke_fractal.server.records import FINISHED
 from bespoke_fractal.workflow.batch import SchemaOutcome
 
 log = logging.getLogger(__name__)

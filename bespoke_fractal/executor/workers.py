@@ -17,7 +17,7 @@ def init_worker(environment: dict[str, str], coordinator_pid: int) -> None:
     """Keep a worker's numerical libraries to its own cores; end it with its coordinator."""
     import logging
 
-    from bespoke_fractal._process import die_with_parent
+    from bespoke_fractal.processes import die_with_parent
 
     die_with_parent(coordinator_pid)  # a worker that starts after its coordinator died does nothing
     os.environ.update(environment)

@@ -26,12 +26,12 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from bespoke_fractal import _process
+from bespoke_fractal import processes
 from bespoke_fractal.errors import ManagerError
+from bespoke_fractal.files import write_private
 from bespoke_fractal.manager import warm
 from bespoke_fractal.manager.local import write_task_bin
 from bespoke_fractal.server.connection import ServerConnection
-from bespoke_fractal.server.embedded import _write_private
 
 PASSWORD_ENV = "QCF_COMPUTE_SERVER__PASSWORD"
 
@@ -113,13 +113,13 @@ class ClusterManager:
 
     def start(self) -> ClusterManagerStatus:
         """Start the manager unless it runs; idempotent."""
-        if _process.read_pid(self.pid_file) is not None:
+        if processes.read_pid(self.pid_file) is not None:
             return self.status()
         data = self.render()
         if self.connection is not None:
             self.connection.check_reachable()
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
-        _write_private(self.rendered_file, yaml.safe_dump(data, sort_keys=False))
+        write_private(self.rendered_file, yaml.safe_dump(data, sort_keys=False))
         env = dict(os.environ)
         env.pop(warm.SOCKET_ENV, None)
         env[warm.DISABLE_ENV] = "1"  # tasks run in batch jobs, not beside the manager
@@ -129,7 +129,7 @@ class ClusterManager:
         password = self._password()
         if password is not None:
             env[PASSWORD_ENV] = password
-        _process.spawn(
+        processes.spawn(
             [sys.executable, "-m", "bespoke_fractal.manager.run", "--config", str(self.rendered_file)],
             pid_file=self.pid_file,
             log_file=self.log_file,
@@ -140,14 +140,14 @@ class ClusterManager:
 
     def stop(self, timeout: float = 60.0) -> int:
         """SIGTERM the manager: it returns unfinished tasks and cancels its batch jobs."""
-        return _process.stop(self.pid_file, timeout=timeout)
+        return processes.stop(self.pid_file, timeout=timeout)
 
     def status(self) -> ClusterManagerStatus:
         return _status(self.directory, self.config_file)
 
 
 def _status(directory: Path, config_file: Path) -> ClusterManagerStatus:
-    pid = _process.read_pid(directory / "manager.pid")
+    pid = processes.read_pid(directory / "manager.pid")
     return ClusterManagerStatus(
         name=directory.name,
         pid=pid,

@@ -11,10 +11,10 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, Field
 
-from bespoke_fractal import _process
+from bespoke_fractal import processes
 from bespoke_fractal.errors import ManagerError
+from bespoke_fractal.files import write_private
 from bespoke_fractal.server.connection import ServerConnection
-from bespoke_fractal.server.embedded import _write_private
 
 WARM_CLIENT = Path(__file__).with_name("warm_client.py")
 
@@ -155,10 +155,10 @@ class LocalManagers:
         cores = _core_sets(self.settings.n_workers, self.settings.cores_per_worker)
         for index in range(self.settings.n_workers):
             config_file, pid_file, log_file = self._paths(index)
-            if _process.read_pid(pid_file) is not None:
+            if processes.read_pid(pid_file) is not None:
                 continue
-            _write_private(config_file, yaml.safe_dump(self._config(index)))
-            _process.spawn(
+            write_private(config_file, yaml.safe_dump(self._config(index)))
+            processes.spawn(
                 [sys.executable, "-m", "bespoke_fractal.manager.run", "--config", str(config_file)],
                 pid_file=pid_file,
                 log_file=log_file,
@@ -172,14 +172,14 @@ class LocalManagers:
         """SIGTERM every manager (they return unfinished tasks to the server); count stopped."""
         stopped = 0
         for pid_file in sorted(self.directory.glob("manager-*.pid")):
-            stopped += _process.stop(pid_file, timeout=timeout)
+            stopped += processes.stop(pid_file, timeout=timeout)
         return stopped
 
     def status(self) -> list[ManagerProcess]:
         result = []
         for pid_file in sorted(self.directory.glob("manager-*.pid")):
             index = int(pid_file.stem.split("-")[1])
-            pid = _process.read_pid(pid_file)
+            pid = processes.read_pid(pid_file)
             cores = sorted(os.sched_getaffinity(pid)) if pid else []
             result.append(
                 ManagerProcess(

@@ -34,7 +34,7 @@ import tempfile
 import traceback
 from pathlib import Path
 
-from bespoke_fractal._process import die_with_parent
+from bespoke_fractal.processes import die_with_parent
 
 logger = logging.getLogger(__name__)
 

@@ -11,8 +11,9 @@ from pydantic import BaseModel
 
 from bespoke_fractal.errors import first_line
 from bespoke_fractal.qc.availability import ManagerPrograms, active_managers, missing_program
-from bespoke_fractal.qc.torsiondrive import FINISHED, to_qcportal_molecule
+from bespoke_fractal.qc.torsiondrive import to_qcportal_molecule
 from bespoke_fractal.schema.qc import QCSpec
+from bespoke_fractal.server.records import FINISHED, record_status
 
 if TYPE_CHECKING:
     from qcportal import PortalClient
@@ -77,7 +78,7 @@ def check_spec(
     deadline = time.monotonic() + timeout
     while True:
         record = client.get_singlepoints(record_id)
-        status = str(getattr(record.status, "value", record.status))
+        status = record_status(record)
         if status in FINISHED:
             break
         if time.monotonic() > deadline:

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from bespoke_fractal.schema.qc import QCSpec
+from bespoke_fractal.server.records import record_status
 
 if TYPE_CHECKING:
     from qcportal import PortalClient
@@ -117,10 +118,6 @@ def recorded_costs() -> dict[str, RecordedCost]:
     return {key: RecordedCost(**value) for key, value in yaml.safe_load(text).items()}
 
 
-def _status(record) -> str:
-    return str(getattr(record.status, "value", record.status))
-
-
 def _dataset(client: PortalClient, spec: QCSpec):
     """The spec's dataset if it exists and has the spec; None otherwise (nothing is created)."""
     from qcportal.client_base import PortalRequestError
@@ -146,7 +143,7 @@ def drive_statuses(client: PortalClient, spec: QCSpec, keys: Iterable[str]) -> d
         for entry, _spec, record in dataset.iterate_records(
             entry_names=present, specification_names=[spec.label]
         ):
-            statuses[entry] = _status(record)
+            statuses[entry] = record_status(record)
     return statuses
 
 
@@ -159,7 +156,7 @@ def measure_cost(client: PortalClient, spec: QCSpec, cores_per_task: int = 1) ->
     drive_ids = [
         record.id
         for _entry, _spec, record in dataset.iterate_records(specification_names=[spec.label])
-        if _status(record) == "complete"
+        if record_status(record) == "complete"
     ][-MAX_MEASURED_DRIVES:]
     if not drive_ids:
         return CostModel.recorded(spec, cores_per_task)
@@ -188,7 +185,7 @@ def measure_cost(client: PortalClient, spec: QCSpec, cores_per_task: int = 1) ->
 def _wall_time(optimization) -> float | None:
     """Wall seconds of an optimisation's last successful computation (qcengine provenance)."""
     for entry in reversed(optimization.compute_history or []):
-        if _status(entry) == "complete" and entry.provenance is not None:
+        if record_status(entry) == "complete" and entry.provenance is not None:
             wall = (entry.provenance.model_extra or {}).get("wall_time")
             if wall is not None:
                 return float(wall)

@@ -26,11 +26,12 @@ from bespoke_fractal.schema.identity import (
 )
 from bespoke_fractal.schema.qc import QCSpec
 from bespoke_fractal.schema.units import BOHR_TO_ANGSTROM, KCAL_PER_HARTREE
+from bespoke_fractal.server.records import FINISHED, record_status
 
 if TYPE_CHECKING:
     from qcportal import PortalClient
 
-FINISHED = {"complete", "error", "cancelled", "invalid", "deleted"}
+
 # qcengine error types that a retry cannot cure
 PERMANENT_ERRORS = {"input_error", "inputerror", "method_error", "unknown_method"}
 PERMANENT_PHRASES = ("not available", "not supported", "unknown method", "invalid", "not found")
@@ -57,7 +58,7 @@ def _error_line(record) -> tuple[str, bool]:
     try:
         for optimizations in (record.optimizations or {}).values():
             for opt in optimizations:
-                if str(getattr(opt.status, "value", opt.status)) == "error" and opt.error:
+                if record_status(opt) == "error" and opt.error:
                     messages.append((opt.error.get("error_type", ""), opt.error.get("error_message", "")))
     except Exception:  # noqa: BLE001 - children may be unreadable; fall back to the parent
         pass
@@ -125,7 +126,7 @@ class DriveMonitor:
             self.on_note(f"record {record.id}: its service had stalled with no tasks; restarted it")
 
     def _status(self, record) -> str:
-        status = str(getattr(record.status, "value", record.status))
+        status = record_status(record)
         if status != "error" or record.id in self.errors:
             return status
         line, permanent = _error_line(record)
@@ -272,7 +273,7 @@ class TorsionDriveStage:
         out = []
         for drive in drives:
             record = records[drive.record_id]
-            status = str(getattr(record.status, "value", record.status))
+            status = record_status(record)
             if status == "error" and drive.record_id not in errors:
                 errors[drive.record_id] = _error_line(record)[0]
             result = TorsionDriveResult(
@@ -307,7 +308,7 @@ class TorsionDriveStage:
         if partial:
             minimum = {}
             for key, optimizations in (record.optimizations or {}).items():
-                done = [o for o in optimizations if str(getattr(o.status, "value", o.status)) == "complete"]
+                done = [o for o in optimizations if record_status(o) == "complete"]
                 if done:
                     minimum[key] = min(done, key=lambda o: o.energies[-1])
             if not minimum:

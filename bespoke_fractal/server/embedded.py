@@ -22,8 +22,9 @@ import requests
 import yaml
 from pydantic import BaseModel, Field, SecretStr
 
-from bespoke_fractal import _process
+from bespoke_fractal import processes
 from bespoke_fractal.errors import CredentialsError, ServerError
+from bespoke_fractal.files import write_private
 from bespoke_fractal.server.connection import ServerConnection
 from bespoke_fractal.server.postgres import PostgresInstance, postgres_can_enter
 
@@ -56,16 +57,6 @@ def _port_free(host: str, port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` readable by its owner only (created 0600, never wider)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
 
 
 class ServerSettings(BaseModel):
@@ -211,14 +202,14 @@ class EmbeddedServer:
     # -- life cycle ---------------------------------------------------------------------------
     def start(self, timeout: float = 180.0) -> ServerStatus:
         """Initialise on first use, then start PostgreSQL and the QCFractal server; idempotent."""
-        if _process.read_pid(self.pid_file) is not None and self._api_ready():
+        if processes.read_pid(self.pid_file) is not None and self._api_ready():
             return self.status()
         self._prepare_directory()
         first_time = not self.initialized
         if first_time:
             settings = self._settings or ServerSettings()
             credentials = Credentials.generate()
-            _write_private(self.credentials_file, credentials.dump())
+            write_private(self.credentials_file, credentials.dump())
             state = ServerState(
                 host=settings.host,
                 api_port=settings.port or _free_port(settings.host),
@@ -244,24 +235,24 @@ class EmbeddedServer:
             self._create_database_and_users(credentials)
         self._spawn_server()
         try:
-            _process.wait_for(self._api_ready_or_dead, timeout, 0.5, "the QCFractal server to answer")
+            processes.wait_for(self._api_ready_or_dead, timeout, 0.5, "the QCFractal server to answer")
         except TimeoutError:
             self.stop()
             raise ServerError(
                 f"the QCFractal server did not start within {timeout:.0f} s; see {self.log_file}"
             ) from None
-        if _process.read_pid(self.pid_file) is None:
+        if processes.read_pid(self.pid_file) is None:
             raise ServerError(f"the QCFractal server exited during start-up; see {self.log_file}")
         return self.status()
 
     def stop(self, timeout: float = 60.0) -> None:
         """Stop the QCFractal server, then its PostgreSQL."""
-        _process.stop(self.pid_file, timeout=timeout)
+        processes.stop(self.pid_file, timeout=timeout)
         if self.postgres.initialized:
             self.postgres.stop()
 
     def status(self) -> ServerStatus:
-        pid = _process.read_pid(self.pid_file)
+        pid = processes.read_pid(self.pid_file)
         running = pid is not None and self._api_ready()
         return ServerStatus(
             directory=str(self.directory),
@@ -331,7 +322,7 @@ class EmbeddedServer:
         }
 
     def _write_config(self, state: ServerState, credentials: Credentials) -> None:
-        _write_private(self.config_file, yaml.safe_dump(self._config_dict(state, credentials)))
+        write_private(self.config_file, yaml.safe_dump(self._config_dict(state, credentials)))
 
     def _fractal_config(self):
         from qcfractal.config import read_configuration
@@ -365,7 +356,7 @@ class EmbeddedServer:
             raise ServerError("qcfractal-server is not installed in this Python environment")
         env = dict(os.environ)
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-        _process.spawn(
+        processes.spawn(
             [exe, "--config", str(self.config_file), "start"],
             pid_file=self.pid_file,
             log_file=self.qcfractal_dir / "qcfractal_server.stdout",
@@ -383,4 +374,4 @@ class EmbeddedServer:
         return response.status_code in (200, 401)
 
     def _api_ready_or_dead(self) -> bool:
-        return self._api_ready() or _process.read_pid(self.pid_file) is None
+        return self._api_ready() or processes.read_pid(self.pid_file) is None

@@ -17,7 +17,6 @@ import psutil
 from openff.toolkit import ForceField
 from pydantic import BaseModel
 
-from bespoke_fractal._process import die_with_parent
 from bespoke_fractal.optimization.forcebalance.inputs import (
     FORCE_FIELD_NAME,
     INPUT_NAME,
@@ -25,6 +24,7 @@ from bespoke_fractal.optimization.forcebalance.inputs import (
     write_job,
 )
 from bespoke_fractal.optimization.forcebalance.runner import SUMMARY_NAME
+from bespoke_fractal.processes import die_with_parent
 from bespoke_fractal.schema.fits import ForceBalanceResult, TorsionProfile
 from bespoke_fractal.schema.optimizers import ForceBalanceSettings
 
