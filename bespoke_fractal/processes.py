@@ -12,6 +12,21 @@ from pathlib import Path
 import psutil
 
 PR_SET_PDEATHSIG = 1
+# Thread-count variables of the numerical libraries (OpenMP, MKL, OpenBLAS, numexpr, Accelerate,
+# OpenMM's CPU platform); a child given N cores gets N in each.
+THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "OPENMM_CPU_THREADS",
+)
+
+
+def thread_environment(cores: int) -> dict[str, str]:
+    """The thread-count variables that keep a child's numerical libraries to ``cores`` cores."""
+    return dict.fromkeys(THREAD_VARIABLES, str(max(1, int(cores))))
 
 
 def read_pid(pid_file: Path) -> int | None:

@@ -61,6 +61,6 @@ class BespokeWorkerConfig(BaseModel):
 
     def thread_environment(self) -> dict[str, str]:
         """Thread-count variables that keep numerical libraries to this worker's cores."""
-        cores = str(self.cores)
-        names = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
-        return dict.fromkeys(names, cores)
+        from bespoke_fractal.processes import thread_environment
+
+        return thread_environment(self.cores)

@@ -18,14 +18,6 @@ from bespoke_fractal.server.connection import ServerConnection
 
 WARM_CLIENT = Path(__file__).with_name("warm_client.py")
 
-THREAD_VARIABLES = (
-    "OMP_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "OPENBLAS_NUM_THREADS",
-    "NUMEXPR_NUM_THREADS",
-    "VECLIB_MAXIMUM_THREADS",
-)
-
 
 class ManagerSettings(BaseModel):
     """Size and behaviour of the local compute managers."""
@@ -137,8 +129,7 @@ class LocalManagers:
         # qcfractalcompute runs each task with the first ``python3`` on PATH.
         task_bin = write_task_bin(self.directory / "bin")
         env["PATH"] = os.pathsep.join([str(task_bin), bin_dir, env.get("PATH", "")])
-        for name in THREAD_VARIABLES:
-            env[name] = str(self.settings.cores_per_worker)
+        env.update(processes.thread_environment(self.settings.cores_per_worker))
         env["PYTHONUNBUFFERED"] = "1"
         return env
 

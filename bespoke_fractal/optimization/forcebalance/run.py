@@ -24,7 +24,7 @@ from bespoke_fractal.optimization.forcebalance.inputs import (
     write_job,
 )
 from bespoke_fractal.optimization.forcebalance.runner import SUMMARY_NAME
-from bespoke_fractal.processes import die_with_parent
+from bespoke_fractal.processes import die_with_parent, thread_environment
 from bespoke_fractal.schema.fits import ForceBalanceResult, TorsionProfile
 from bespoke_fractal.schema.optimizers import ForceBalanceSettings
 
@@ -34,13 +34,6 @@ MAX_MESSAGE = 400
 RUNNER_MODULE = "bespoke_fractal.optimization.forcebalance.runner"
 # Seconds between SIGTERM and SIGKILL when the process group is stopped.
 KILL_GRACE = 5.0
-_THREAD_VARIABLES = (
-    "OMP_NUM_THREADS",
-    "OPENMM_CPU_THREADS",
-    "MKL_NUM_THREADS",
-    "OPENBLAS_NUM_THREADS",
-    "NUMEXPR_NUM_THREADS",
-)
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _FLOAT = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _PROGRESS = re.compile(
@@ -150,9 +143,7 @@ def _prepare_directory(directory: Path) -> None:
 
 def _child_environment(n_cores: int) -> dict[str, str]:
     env = dict(os.environ)
-    threads = str(max(1, int(n_cores)))
-    for name in _THREAD_VARIABLES:
-        env[name] = threads
+    env.update(thread_environment(n_cores))
     # AmberTools (sqm, for AM1-BCC charges) lives next to this interpreter.
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     # The runner imports this package from the job directory, whatever the caller's sys.path was.
