@@ -40,3 +40,15 @@ class FragmentationError(BespokeFractalError):
 def first_line(exc: BaseException) -> str:
     """The first non-empty line of an exception's message, or its type name."""
     return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+
+
+def validation_line(exc: Exception) -> str:
+    """A pydantic ``ValidationError`` as one line, ``field.path: message`` of its first error;
+    any other exception as :func:`first_line`."""
+    errors = getattr(exc, "errors", None)
+    if not callable(errors) or not errors():
+        return first_line(exc)
+    error = errors()[0]
+    where = ".".join(str(part) for part in error["loc"])
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from bespoke_fractal.errors import ServerError
 from bespoke_fractal.manager import LocalManagers, ManagerSettings
-from bespoke_fractal.server import EmbeddedServer, ServerConnection
+from bespoke_fractal.server import EmbeddedServer, ServerConnection, ServerSettings
 from bespoke_fractal.server.embedded import Role
-
-DEFAULT_DIRECTORY = Path("bespoke-executor")
 
 
 def external_connection(server_file: str | Path | None, use_environment: bool) -> ServerConnection | None:
@@ -47,3 +48,22 @@ def ensure_embedded(
         if not any(m.running for m in managers.status()):
             managers.start()
     return server.connection(role)
+
+
+@contextmanager
+def temporary_server(
+    directory: str | Path, settings: ServerSettings | None = None
+) -> Iterator[EmbeddedServer]:
+    """The existing embedded server in ``directory``, running for the block: started if it was
+    stopped and stopped again after; a server that was running is left running."""
+    server = EmbeddedServer(directory, settings)
+    if not server.initialized:
+        raise ServerError(f"no embedded server in {server.directory}")
+    started = not server.status().running
+    if started:
+        server.start()
+    try:
+        yield server
+    finally:
+        if started:
+            server.stop()

@@ -5,7 +5,7 @@ On a fresh embedded server with real compute managers: fragment the molecules, c
 other distinct drive (the "cached" half), plan the batch (so the cost model is measured on the
 cached half), compute the remaining drives, and compare the plan's estimate for them with the
 QC time QCFractal recorded for them (optimisation wall seconds x cores per task). The recorded
-per-method cost (bespoke_fractal/qc/costs.yaml) is compared too.
+per-method cost (the costs of bespoke_fractal/qc/programs/) is compared too.
 
     .venv/bin/python scripts/bench_plan.py [--preset debug] [--grid-spacing 30] [--molecules 6]
 """
@@ -101,7 +101,7 @@ def main() -> None:
         title=f"QC estimate of {len(remaining)} uncached drives ({spec.label}, grid {spec.grid_spacing}°, "
         f"{len(molecules)} molecules; QC stage wall {wall:.0f} s on {args.workers} workers)",
     )
-    for name, model in (("measured on the server", plan.cost_model), ("recorded (costs.yaml)", recorded)):
+    for name, model in (("measured on the server", plan.cost_model), ("recorded (qc/programs)", recorded)):
         estimate = len(remaining) * model.drive_core_hours(spec)
         table.add_row(
             name,

@@ -8,16 +8,13 @@ its fragments, drive and fit are cached, so it completes in seconds.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
+from helpers import WIDE, run_cli
 
 from bespoke_fractal.executor import BespokeExecutor, JobStore
 
-EXE = str(Path(sys.executable).parent / "bespoke-fractal")
 GOOD = "CCCCC"
 DEBUG = ["--workflow", "debug", "--set", "qc_spec.grid_spacing=60"]
 
@@ -106,11 +103,6 @@ CASES = [
 ]
 
 
-def run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "COLUMNS": "200"}
-    return subprocess.run([EXE, *args], capture_output=True, text=True, timeout=timeout, env=env)
-
-
 def wait_done(store: JobStore, job_id: str, timeout: float = 600):
     deadline = time.monotonic() + timeout
     while (output := store.output(job_id)).status not in ("success", "errored"):
@@ -129,9 +121,10 @@ def test_bad_input_is_one_line_and_the_good_job_completes(running, files, args, 
     args = [a.replace("{files}", str(files)) for a in args]
     store = JobStore.in_directory(directory)
     if args[0] == "job":  # readable, but fails in its job; submitted with the good molecule
-        result = run(
-            "executor", "submit", "--directory", directory, "--smiles", GOOD, "--smiles", args[1], *DEBUG
-        )
+        result = run_cli(
+            "executor", "submit", "--directory", directory, "--smiles", GOOD, "--smiles", args[1], *DEBUG,
+            env=WIDE,
+        )  # fmt: skip
         assert result.returncode == 0, result.stderr
         good_id, bad_id = (line.split()[1].rstrip(":") for line in result.stdout.splitlines()[:2])
         bad = wait_done(store, bad_id)
@@ -145,7 +138,7 @@ def test_bad_input_is_one_line_and_the_good_job_completes(running, files, args, 
             if not {"--workflow", "--set", "--target-torsion"} & set(args):
                 command += DEBUG
             command += ["--smiles", GOOD]  # queued beside the bad input when the options are valid
-        result = run(*command)
+        result = run_cli(*command, env=WIDE)
         assert result.returncode != 0, result.stdout
         lines = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
         assert len(lines) == 1 and message in lines[0], result.stderr
@@ -155,7 +148,9 @@ def test_bad_input_is_one_line_and_the_good_job_completes(running, files, args, 
             line.split()[1].rstrip(":") for line in result.stdout.splitlines() if line.startswith("job ")
         ]
         if not queued:
-            submitted = run("executor", "submit", "--directory", directory, "--smiles", GOOD, *DEBUG)
+            submitted = run_cli(
+                "executor", "submit", "--directory", directory, "--smiles", GOOD, *DEBUG, env=WIDE
+            )
             assert submitted.returncode == 0, submitted.stderr
             queued = [submitted.stdout.split()[1].rstrip(":")]
         good_id = queued[0]

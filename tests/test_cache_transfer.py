@@ -7,11 +7,10 @@ import os
 
 import pytest
 import yaml
-from click.testing import CliRunner
+from helpers import invoke
 from openff.toolkit import ForceField
 
 from bespoke_fractal.cache import SourceSelection, import_drives, read_archive, read_server_drives
-from bespoke_fractal.cli import main
 from bespoke_fractal.executor.drives import run_targets
 from bespoke_fractal.fragmentation import AM1BondOrderCache
 from bespoke_fractal.optimization.stage import optimize_schema, profiles_from_results
@@ -73,10 +72,6 @@ def _credentials(path, connection) -> str:
     return str(path)
 
 
-def _cli(*args: str):
-    return CliRunner().invoke(main, list(args))
-
-
 @pytest.fixture(scope="module")
 def exported(computed, embedded_server, server_b, tmp_path_factory):
     """The ether's drive exported from A with the CLI, imported into B from the file."""
@@ -84,10 +79,10 @@ def exported(computed, embedded_server, server_b, tmp_path_factory):
     credentials = _credentials(directory / "a.yaml", embedded_server.connection("read"))
     path = directory / "drives.json.gz"
     record_id = _record_id(computed, ETHER)
-    export = _cli("cache", "export", "--file", str(path), "--record-ids", str(record_id),
+    export = invoke("cache", "export", "--file", str(path), "--record-ids", str(record_id),
                   "--fractal-credentials", credentials)  # fmt: skip
     assert export.exit_code == 0, export.output
-    imported = _cli("cache", "import", "--file", str(path), "--directory", str(server_b.directory))
+    imported = invoke("cache", "import", "--file", str(path), "--directory", str(server_b.directory))
     return path, export, imported
 
 
@@ -183,20 +178,20 @@ def test_export_by_preset_and_import_without_one(dataset_import, server_b, tmp_p
     ``--preset`` files each drive under the preset its specification matches."""
     directory = str(server_b.directory)
     path = tmp_path / "debug.json"
-    export = _cli("cache", "export", "--file", str(path), "--preset", "debug", "--grid-spacing", "90",
+    export = invoke("cache", "export", "--file", str(path), "--preset", "debug", "--grid-spacing", "90",
                   "--directory", directory)  # fmt: skip
     assert export.exit_code == 0, export.output
     assert "wrote 2 drive(s)" in export.stdout
     drives = read_archive(path).drives
     assert {(d.spec.program, d.spec.grid_spacing) for d in drives} == {("rdkit", 90)}
     assert len({d.mapped_smiles for d in drives}) == 2  # butane's and the ether's
-    missing = _cli("cache", "export", "--file", str(tmp_path / "x.json"), "--preset", "xtb",
+    missing = invoke("cache", "export", "--file", str(tmp_path / "x.json"), "--preset", "xtb",
                    "--directory", directory)  # fmt: skip
     assert missing.exit_code == 1 and "no drives of preset xtb" in missing.stderr
     assert not (tmp_path / "x.json").exists()
     client_b = server_b.connection("admin").client()
     before = _counts(client_b)
-    imported = _cli("cache", "import", "--file", str(path), "--directory", directory)
+    imported = invoke("cache", "import", "--file", str(path), "--directory", directory)
     assert imported.exit_code == 0, imported.output
     assert "0 imported, 2 already present, 0 refused, 0 failed" in imported.stdout
     assert _counts(client_b) == before
@@ -212,7 +207,7 @@ def test_mismatched_specification_is_refused(exported, server_b):
         "differs from preset xtb-gfn2" in refused.reason and "program rdkit (preset: xtb)" in refused.reason
     )
     assert not report.imported and not report.already_present
-    cli = _cli("cache", "import", "--file", str(path), "--directory", str(server_b.directory),
+    cli = invoke("cache", "import", "--file", str(path), "--directory", str(server_b.directory),
                "--preset", "debug", "--grid-spacing", "30")  # fmt: skip
     assert cli.exit_code == 1
     [line] = [line for line in cli.stderr.splitlines() if line.startswith("Error:")]
@@ -233,7 +228,7 @@ def test_bad_input_gives_one_error_line(server_b, embedded_server, tmp_path):
         (["--from", "http://127.0.0.1:9", "--dataset", "x"], "cannot reach"),
     ]  # fmt: skip
     for args, phrase in cases:
-        result = _cli("cache", "import", *args, "--directory", str(server_b.directory))
+        result = invoke("cache", "import", *args, "--directory", str(server_b.directory))
         assert result.exit_code == 1, result.output
         lines = [line for line in result.output.splitlines() if line.strip()]
         assert len(lines) == 1 and lines[0].startswith("Error:") and phrase in lines[0], result.output

@@ -3,29 +3,21 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-
-EXE = str(Path(sys.executable).parent / "bespoke-fractal")
-
-
-def run(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([EXE, *args], capture_output=True, text=True, timeout=timeout)
+from helpers import run_cli
 
 
 def test_help_speaks_to_chemists():
-    out = run("--help").stdout
+    out = run_cli("--help").stdout
     assert "torsion" in out and "QCFractal" in out
     for group in ("server", "manager", "qc"):
         assert group in out
-    assert "--n-workers" in run("manager", "start", "--help").stdout
+    assert "--n-workers" in run_cli("manager", "start", "--help").stdout
 
 
 def test_server_status(embedded_server):
-    result = run("server", "status", "--directory", str(embedded_server.directory))
+    result = run_cli("server", "status", "--directory", str(embedded_server.directory))
     assert result.returncode == 0
     assert "running" in result.stdout and embedded_server.address in result.stdout
 
@@ -45,12 +37,12 @@ def test_drive_prints_profile_and_reuses_cache(embedded_server, managers):
         "--directory",
         str(embedded_server.directory),
     ]
-    first = run(*args, "--json")
+    first = run_cli(*args, "--json", timeout=900)
     assert first.returncode == 0, first.stderr
     profile = json.loads(first.stdout)[0]
     assert profile["status"] == "complete"
     assert len(profile["grid"]) == 6
-    second = run(*args)
+    second = run_cli(*args, timeout=900)
     assert second.returncode == 0, second.stderr
     assert f"record {profile['record_id']}" in second.stdout
     assert "kcal/mol" in second.stdout
@@ -69,7 +61,7 @@ def test_drive_prints_profile_and_reuses_cache(embedded_server, managers):
     ],
 )
 def test_bad_input_gives_one_error_line(embedded_server, args, message):
-    result = run("qc", "drive", *args, "--directory", str(embedded_server.directory))
+    result = run_cli("qc", "drive", *args, "--directory", str(embedded_server.directory))
     assert result.returncode != 0
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert any(message in line for line in lines), result.stderr
@@ -82,7 +74,7 @@ def test_unreachable_external_server(tmp_path):
     creds = tmp_path / "server.yaml"
     creds.write_text("address: http://127.0.0.1:9\nusername: me\npassword: not-on-the-command-line\n")
     creds.chmod(0o600)
-    result = run("qc", "drive", "--smiles", "CCO", "--bond", "0,1", "--server-file", str(creds))
+    result = run_cli("qc", "drive", "--smiles", "CCO", "--bond", "0,1", "--server-file", str(creds))
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("Error: cannot reach a QCFractal server")
     assert "not-on-the-command-line" not in result.stderr + result.stdout
@@ -90,13 +82,13 @@ def test_unreachable_external_server(tmp_path):
 
 def test_workflow_save_change_and_reload(tmp_path):
     saved = tmp_path / "mine.yaml"
-    result = run("workflow", "save", str(saved), "--workflow", "xtb", "--set", "qc_spec.grid_spacing=30")
+    result = run_cli("workflow", "save", str(saved), "--workflow", "xtb", "--set", "qc_spec.grid_spacing=30")
     assert result.returncode == 0, result.stderr
-    shown = run("workflow", "show", "--workflow-file", str(saved), "--set", "optimizer.max_iterations=3")
+    shown = run_cli("workflow", "show", "--workflow-file", str(saved), "--set", "optimizer.max_iterations=3")
     assert shown.returncode == 0, shown.stderr
     assert "grid_spacing: 30" in shown.stdout and "max_iterations: 3" in shown.stdout
     assert "program: xtb" in shown.stdout
-    presets = run("workflow", "presets").stdout
+    presets = run_cli("workflow", "presets").stdout
     assert all(name in presets for name in ("default", "xtb", "debug"))
 
 
@@ -110,7 +102,7 @@ def test_workflow_save_change_and_reload(tmp_path):
     ],
 )
 def test_bad_workflow_changes_give_one_error_line(args, message):
-    result = run("workflow", "show", *args)
+    result = run_cli("workflow", "show", *args)
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if "Error" in line]
     assert len(errors) == 1 and message in errors[0], result.stderr
@@ -118,7 +110,7 @@ def test_bad_workflow_changes_give_one_error_line(args, message):
 
 
 def test_fragment_reports_each_molecule_and_each_bad_one(tmp_path, am1_cache_directory):
-    result = run(
+    result = run_cli(
         "fragment",
         "--smiles", "CCCC",
         "--smiles", "C1CC(",

@@ -15,6 +15,7 @@ import time
 
 import psutil
 import pytest
+from helpers import torsiondrive_ids
 from qc_tasks import qc_tasks
 
 from bespoke_fractal import processes
@@ -28,10 +29,6 @@ from bespoke_fractal.workflow import BespokeWorkflowFactory
 
 def factory(grid: int) -> BespokeWorkflowFactory:
     return BespokeWorkflowFactory.from_preset("debug", **{"qc_spec.grid_spacing": grid})
-
-
-def torsiondrive_ids(client) -> set[int]:
-    return {record.id for record in client.query_records(record_type="torsiondrive")}
 
 
 def wait_for(predicate, timeout: float = 600, what: str = "condition"):

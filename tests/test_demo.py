@@ -4,19 +4,13 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 from pathlib import Path
 
-EXE = str(Path(sys.executable).parent / "bespoke-fractal")
+from helpers import run_cli
 
 
 def _demo(directory: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [EXE, "qc", "demo", "--directory", str(directory)],
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
+    return run_cli("qc", "demo", "--directory", str(directory), timeout=1800)
 
 
 def _table(stdout: str) -> dict[int, float]:

@@ -7,29 +7,16 @@ import os
 import socket
 import sqlite3
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from helpers import one_error_line, run_cli
 
 from bespoke_fractal import processes
 from bespoke_fractal.errors import BespokeFractalError
 from bespoke_fractal.executor import BespokeExecutor, JobStore, submit_to_store
 from bespoke_fractal.server import EmbeddedServer
 
-EXE = str(Path(sys.executable).parent / "bespoke-fractal")
 DEBUG = ["--workflow", "debug"]
-
-
-def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([EXE, *args], capture_output=True, text=True, timeout=300)
-
-
-def one_error_line(result: subprocess.CompletedProcess) -> str:
-    assert result.returncode != 0, result.stdout
-    lines = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
-    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    return lines[0]
 
 
 def mount(*args: str) -> None:
@@ -77,7 +64,7 @@ def test_full_disk_refuses_a_submission_and_keeps_the_jobs(small_disk):
         except OSError:
             pass  # the disk is full
     line = one_error_line(
-        run("executor", "submit", "--directory", str(directory), "--smiles", "CCCCC", *DEBUG)
+        run_cli("executor", "submit", "--directory", str(directory), "--smiles", "CCCCC", *DEBUG)
     )
     assert "no space left" in line, line
     filler.unlink()
@@ -94,7 +81,7 @@ def test_read_only_directory_is_one_line_and_untouched(read_only):
         ("executor", "submit", "--directory", str(path), "--smiles", "CCCCC", *DEBUG),
         ("executor", "launch", "--directory", str(path), "--n-qc-compute-workers", "0"),
     ):
-        line = one_error_line(run(*args))
+        line = one_error_line(run_cli(*args))
         assert "read-only" in line.lower() or "readonly" in line.lower(), line
     with pytest.raises(BespokeFractalError, match="(?i)read-only"):
         BespokeExecutor(n_qc_compute_workers=0, directory=path).__enter__()
@@ -107,7 +94,9 @@ def test_port_in_use_is_one_line(tmp_path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        line = one_error_line(run("server", "start", "--directory", str(tmp_path / "s"), "--port", str(port)))
+        line = one_error_line(
+            run_cli("server", "start", "--directory", str(tmp_path / "s"), "--port", str(port))
+        )
     assert f"port {port}" in line and "in use" in line
 
 
@@ -121,9 +110,9 @@ def test_stale_pid_and_lock_files_from_a_crashed_run_are_ignored(tmp_path):
     (directory / "executor.lock").write_text("999999\n")  # the lock file of a crashed executor
     store = JobStore.in_directory(directory)
     submit_to_store(store, "CCCC", "debug")
-    listed = run("executor", "list", "--directory", str(directory), "--json")
+    listed = run_cli("executor", "list", "--directory", str(directory), "--json")
     assert listed.returncode == 0 and '"CCCC"' in listed.stdout
-    submitted = run("executor", "submit", "--directory", str(directory), "--smiles", "CCCCC", *DEBUG)
+    submitted = run_cli("executor", "submit", "--directory", str(directory), "--smiles", "CCCCC", *DEBUG)
     assert submitted.returncode == 0, submitted.stderr
     assert "no executor is running" in submitted.stderr  # the stale lock is not taken for a live one
     os.chmod(directory, 0o755)

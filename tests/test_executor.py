@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
+from helpers import EXE, run_cli, torsiondrive_ids
 from openff.toolkit import ForceField, Molecule
 
 from bespoke_fractal.errors import BespokeFractalError
@@ -23,14 +24,11 @@ from bespoke_fractal.server import EmbeddedServer
 from bespoke_fractal.session import embedded_managers
 from bespoke_fractal.workflow import BespokeWorkflowFactory
 
-EXE = str(Path(sys.executable).parent / "bespoke-fractal")
 # MMFF94 drives at 60 degrees: real profiles, fast enough for a test
 FACTORY = BespokeWorkflowFactory.from_preset("debug", **{"qc_spec.grid_spacing": 60})
 DEBUG_60 = ["--workflow", "debug", "--set", "qc_spec.grid_spacing=60"]
-
-
-def torsiondrive_ids(client) -> set[int]:
-    return {record.id for record in client.query_records(record_type="torsiondrive")}
+# `bespoke-fractal executor ARGS`; `watch` waits for a whole job
+cli = partial(run_cli, "executor", timeout=1500)
 
 
 def check_force_field(offxml: str, smiles: str, parameter_ids: list[str]) -> None:
@@ -168,10 +166,6 @@ def test_cli_run_reuses_what_the_api_computed(api_jobs, embedded_server, admin_c
         assert (job / FORCE_FIELD_NAME).is_file() and (job / RMSE_NAME).is_file()
     assert torsiondrive_ids(admin_client) == before
     assert EmbeddedServer(embedded_server.directory).status().running  # not started by run: left running
-
-
-def cli(*args: str, timeout: float = 1500) -> subprocess.CompletedProcess:
-    return subprocess.run([EXE, "executor", *args], capture_output=True, text=True, timeout=timeout)
 
 
 class Launched:

@@ -23,6 +23,9 @@ from bespoke_fractal.optimization.forcebalance.run import LOG_NAME, RUNNER_MODUL
 from bespoke_fractal.schema.fits import TorsionProfile
 from bespoke_fractal.schema.optimizers import ForceBalanceSettings
 
+# The fast tier (pytest -m fast) writes and checks ForceBalance's input and kills a run; the two
+# fits run to the end (tens of seconds each) are left to the full suite.
+
 DATA = Path(__file__).parent / "data"
 BUTANE_SMIRKS = "[#6X4H3:1]-[#6X4H2:2]-[#6X4H2:3]-[#6X4H3:4]"
 BIPHENYL_SMIRKS = "[#6X3H1:1]:[#6X3H0:2]-!@[#6X3H0:3]:[#6X3H1:4]"
@@ -78,6 +81,7 @@ def _runner_processes(marker: str) -> list[psutil.Process]:
     return found
 
 
+@pytest.mark.fast
 def test_job_directory(sage: ForceField, tmp_path: Path) -> None:
     """The job is laid out as ForceBalance's TorsionProfile_SMIRNOFF target reads it."""
     profile = _profile("butane")
@@ -124,6 +128,7 @@ def test_job_directory(sage: ForceField, tmp_path: Path) -> None:
         write_job(tmp_path / "other", force_field, ["nope"], [profile], settings)
 
 
+@pytest.mark.fast
 def test_bad_arguments_touch_nothing(sage: ForceField, tmp_path: Path) -> None:
     profile = _profile("butane")
     force_field = _with_bespoke_torsion(sage, profile, "bf-test-ccc", BUTANE_SMIRKS)
@@ -172,6 +177,7 @@ def test_iteration_limit_keeps_directory(sage: ForceField, tmp_path: Path) -> No
     assert result.objective_initial is not None and result.objective_final is not None
 
 
+@pytest.mark.fast
 def test_timeout_kills_forcebalance(sage: ForceField, tmp_path: Path) -> None:
     profile = _profile("butane")
     force_field = _with_bespoke_torsion(sage, profile, "bf-test-ccc", BUTANE_SMIRKS)
@@ -190,6 +196,7 @@ def test_timeout_kills_forcebalance(sage: ForceField, tmp_path: Path) -> None:
     assert _runner_processes(str(work)) == []
 
 
+@pytest.mark.fast
 def test_crash_message_from_log() -> None:
     """ForceBalance logs the reason and raises a bare exception; both reach the message."""
     log = "\n".join(

@@ -20,6 +20,11 @@ IBUPROFEN = "CC(C)Cc1ccc(cc1)[C@H](C)C(=O)O"
 STEREOCENTRE = 10  # ibuprofen's [C@H], by index in IBUPROFEN
 PHENYLPROPANOIC_ACID = "C[C@H](C(=O)O)c1ccccc1"  # ibuprofen's fragment around its acid side chain
 
+# The fast tier (pytest -m fast) has the tests of small molecules and of Pfizer fragments: AM1
+# bond orders of ibuprofen, biphenyl and larger molecules take tens of seconds each, and one
+# test submits to the session's QCFractal server. test_am1_cache_is_reused_across_runs reads
+# what test_butane computed.
+
 
 @pytest.fixture(scope="module")
 def factory() -> BespokeWorkflowFactory:
@@ -56,6 +61,7 @@ def _check_maps(schema) -> None:
         assert target.identity == canonicalize_torsion(piece, target.fragment_dihedral).identity
 
 
+@pytest.mark.fast
 def test_butane(schema_of) -> None:
     schema = schema_of("CCCC")
     (target,) = schema.targets
@@ -67,6 +73,7 @@ def test_butane(schema_of) -> None:
     _check_maps(schema)
 
 
+@pytest.mark.fast
 def test_ethanol_has_nothing_to_fit_by_default_but_a_smarts_selects_its_hydroxyl(factory, schema_of) -> None:
     with pytest.raises(NothingToFitError, match="nothing to fit"):
         schema_of("CCO")
@@ -159,6 +166,7 @@ def test_shared_fragment_torsion_is_one_qc_drive(
     assert all(len(ids) == 1 for ids in records.values())
 
 
+@pytest.mark.fast
 def test_pfizer_fragmenter_needs_no_am1(factory) -> None:
     pfizer = factory.with_changes({"fragmentation_engine": "Pfizer"})
     cache = AM1BondOrderCache()
@@ -169,6 +177,7 @@ def test_pfizer_fragmenter_needs_no_am1(factory) -> None:
     _check_maps(schema)
 
 
+@pytest.mark.fast
 def test_am1_cache_is_reused_across_runs(am1_cache_directory) -> None:
     molecule = Molecule.from_smiles("CCCC")
     fresh = AM1BondOrderCache(am1_cache_directory)
@@ -215,6 +224,7 @@ def _write_mol2(path, smiles: str, name: str) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+@pytest.mark.fast
 def test_molecule_files(tmp_path) -> None:
     sdf = tmp_path / "two.sdf"
     _write_sdf(sdf, [("butane", "CCCC"), ("propanol", "CCCO")])
@@ -227,6 +237,7 @@ def test_molecule_files(tmp_path) -> None:
     assert batch[2].molecule.is_isomorphic_with(Molecule.from_smiles("CCCCC"))
 
 
+@pytest.mark.fast
 def test_bad_molecules_get_one_line_and_leave_the_batch_running(factory, tmp_path, am1_cache_directory):
     not_molecules = tmp_path / "notes.txt"
     not_molecules.write_text("hello\n")
@@ -250,12 +261,14 @@ def test_bad_molecules_get_one_line_and_leave_the_batch_running(factory, tmp_pat
         assert "\n" not in outcome.error
 
 
+@pytest.mark.fast
 def test_force_field_without_parameters_is_reported(factory) -> None:
     xtb = factory.with_changes({"qc_spec": "xtb"})
     with pytest.raises(MoleculeInputError, match="has no vdW parameter for B"):
         xtb.optimization_schema_from_molecule("CCB(O)O")
 
 
+@pytest.mark.fast
 def test_undefined_stereo_can_be_enumerated() -> None:
     batch = load_molecules("CC(F)(Cl)Br", enumerate_stereo=True)
     assert len(batch) == 2 and all(item.ok for item in batch)

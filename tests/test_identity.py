@@ -17,6 +17,8 @@ from bespoke_fractal.schema.identity import (
     starting_geometries,
 )
 
+pytestmark = pytest.mark.fast  # the fast tier: pytest -m fast
+
 
 def shuffled(molecule: Molecule, seed: int) -> tuple[Molecule, dict[int, int]]:
     """`molecule` with its atoms permuted, and the old -> new index mapping."""

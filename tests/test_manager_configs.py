@@ -5,6 +5,9 @@ They are loaded with qcfractalcompute's own ``read_configuration`` (the function
 Parsl executors with ``qcfractalcompute.executors.build_executor``. Building an executor only
 constructs Python objects; jobs are submitted only when Parsl starts it, so no scheduler is
 needed here (scheduler commands are faked and recorded to show that nothing is submitted).
+
+The configs this project writes for its own managers go through the same model
+(:mod:`bespoke_fractal.manager.config`).
 """
 
 from __future__ import annotations
@@ -16,9 +19,16 @@ import pytest
 import yaml
 from parsl.executors import HighThroughputExecutor, ThreadPoolExecutor
 from pydantic import ValidationError
-from qcfractalcompute.compute_manager import ComputeManager
 from qcfractalcompute.config import FractalComputeConfig, read_configuration
 from qcfractalcompute.executors import build_executor
+
+from bespoke_fractal.errors import ManagerError
+from bespoke_fractal.manager import LocalManagers, ManagerSettings
+from bespoke_fractal.manager.compute_internals import executor_capacity
+from bespoke_fractal.manager.config import compute_config, write_compute_config
+from bespoke_fractal.server.connection import ServerConnection
+
+pytestmark = pytest.mark.fast  # the fast tier: pytest -m fast
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "manager_configs"
 TEMPLATES = sorted(CONFIG_DIR.glob("*.yaml"))
@@ -119,7 +129,7 @@ def test_build_executor_without_scheduler(path, monkeypatch, tmp_path):
     for label, cfg in _load(path).executors.items():
         executor = build_executor(label, cfg)
         assert executor.label == label
-        capacity = ComputeManager._get_max_workers(executor)
+        capacity = executor_capacity(executor)
 
         if cfg.type == "local":
             assert isinstance(executor, ThreadPoolExecutor)
@@ -141,3 +151,41 @@ def test_build_executor_without_scheduler(path, monkeypatch, tmp_path):
         assert any(c.startswith("sacct") for c in commands)  # the logging commands were the ones run
     submitted = [c for c in commands if c.split()[0] in SUBMIT_COMMANDS]
     assert not submitted, f"building the executor submitted jobs: {submitted}"
+
+
+def test_local_manager_config_is_what_qcfractalcompute_reads(tmp_path):
+    connection = ServerConnection(address="http://127.0.0.1:7777", username="compute", password="secret")
+    settings = ManagerSettings(n_workers=2, cores_per_worker=2, memory_per_worker=3.0, update_frequency=2)
+    managers = LocalManagers(tmp_path / "managers", connection, settings)
+    path = tmp_path / "manager-1.yaml"
+    written = write_compute_config(path, managers._config(1))
+    assert path.stat().st_mode & 0o777 == 0o600
+    config = _load(path)
+    assert config == written
+    assert config.cluster == "bespoke-local-1" and config.update_frequency == 2
+    assert config.update_frequency_jitter == 0.0
+    assert (config.server.fractal_uri, config.server.username) == ("http://127.0.0.1:7777", "compute")
+    assert config.server.password == "secret"  # local managers' configs are 0600 and hold it
+    [(label, executor)] = config.executors.items()
+    assert (label, executor.type, executor.max_workers) == ("local", "local", 1)
+    assert (executor.cores_per_worker, executor.memory_per_worker) == (2, 3.0)
+    assert executor.scratch_directory == str(tmp_path / "managers" / "scratch")
+    assert config.parsl_run_dir == str(tmp_path / "managers" / "parsl" / "1")
+
+
+@pytest.mark.parametrize("path", TEMPLATES, ids=TEMPLATE_IDS)
+def test_shared_validation_reads_templates_as_qcfractalcompute_does(path):
+    data = yaml.safe_load(path.read_text())
+    assert compute_config(data, path.parent) == _load(path)
+    assert compute_config(data, path.parent, password="given").server.password == "given"
+
+
+def test_shared_validation_refuses_in_one_line(tmp_path):
+    data = yaml.safe_load((CONFIG_DIR / "local.yaml").read_text())
+    data["not_a_real_option"] = 1
+    with pytest.raises(ManagerError, match=r"^manager config: not_a_real_option: Extra inputs") as info:
+        compute_config(data, tmp_path)
+    assert "\n" not in str(info.value)
+    with pytest.raises(ManagerError):
+        write_compute_config(tmp_path / "bad.yaml", data)
+    assert not (tmp_path / "bad.yaml").exists()

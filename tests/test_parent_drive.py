@@ -8,10 +8,9 @@ import json
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from helpers import invoke
 from openff.toolkit import Molecule
 
-from bespoke_fractal.cli import main
 from bespoke_fractal.executor import JobStore
 from bespoke_fractal.executor.coordinator import Coordinator
 from bespoke_fractal.executor.drives import dihedral_degrees, job_results, parent_profiles, submit_targets
@@ -175,26 +174,23 @@ def test_plan_counts_the_parent_drive(schema, factory, computed, admin_client, e
     assert checked.estimated_core_hours == 0
 
     # the CLI flag sets the same field, and the plan shows the drive
-    result = CliRunner().invoke(
-        main,
-        [
-            "executor",
-            "plan",
-            "--directory",
-            str(embedded_server.directory),
-            "--smiles",
-            HEXANE,
-            "--workflow",
-            "debug",
-            "--set",
-            "qc_spec.grid_spacing=90",
-            "--set",
-            "fragmentation_engine=Pfizer",
-            "--target-torsion",
-            C1_C2,
-            "--drive-parent",
-            "--json",
-        ],
+    result = invoke(
+        "executor",
+        "plan",
+        "--directory",
+        str(embedded_server.directory),
+        "--smiles",
+        HEXANE,
+        "--workflow",
+        "debug",
+        "--set",
+        "qc_spec.grid_spacing=90",
+        "--set",
+        "fragmentation_engine=Pfizer",
+        "--target-torsion",
+        C1_C2,
+        "--drive-parent",
+        "--json",
     )
     assert result.exit_code == 0, result.output
     plan = json.loads(result.stdout)
@@ -231,11 +227,11 @@ def test_coordinator_waits_for_the_parent_drive_and_a_failed_one_is_a_note(
     store = JobStore.in_directory(tmp_path)
     coordinator = Coordinator(tmp_path, store, embedded_server.connection("submit"))
     job = submit_to_store(store, schema)
-    coordinator._submit_qc()
+    coordinator.qc.submit()
     output = store.output(job)
     assert "2 drive(s) (1 of the whole parent), 2 already on the server" in output.stages[1].note
     assert sorted(output.qc.record_ids) == sorted(d.record_id for d in computed)
-    coordinator._poll_qc()
+    coordinator.qc.poll()
     output = store.output(job)
     assert output.stages[1].status == "success" and output.stages[2].status == "waiting"
 
@@ -244,14 +240,14 @@ def test_coordinator_waits_for_the_parent_drive_and_a_failed_one_is_a_note(
     failed_store = JobStore.in_directory(tmp_path / "failed")
     coordinator = Coordinator(tmp_path / "failed", failed_store, embedded_server.connection("submit"))
     job = submit_to_store(failed_store, schema)
-    coordinator._submit_qc()
+    coordinator.qc.submit()
     with failed_store.session() as session:
         drives = DRIVE_LIST.validate_json(failed_store.job(session, job).drives)
     parent_key = schema.parent_drives()[0][2].key
-    coordinator._monitor = _Monitor(
+    coordinator.qc.monitor = _Monitor(
         {d.record_id: "error" if d.entry_name == parent_key else "complete" for d in drives}
     )
-    coordinator._poll_qc()
+    coordinator.qc.poll()
     output = failed_store.output(job)
     assert output.stages[1].status == "success", output.stages[1].error
     assert "1 drive(s) of the whole parent failed" in output.stages[1].note
@@ -260,6 +256,6 @@ def test_coordinator_waits_for_the_parent_drive_and_a_failed_one_is_a_note(
     [fragment_drive] = submit_targets(_NoParentStage(stage), [schema])
     assert fragment_drive.entry_name == schema.targets[0].identity.key
     job = submit_to_store(failed_store, schema)
-    coordinator._record_drives(int(job), schema, [fragment_drive])
+    coordinator.qc.record_drives(int(job), schema, [fragment_drive])
     note = failed_store.output(job).stages[1].note
     assert "1 drive(s) (0 of the whole parent, 1 could not be submitted)" in note

@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from helpers import WIDE, run_cli
 
 from bespoke_fractal.executor import BespokeExecutor, JobStore, submit_plan
 from bespoke_fractal.qc.plan import drive_statuses
 from bespoke_fractal.workflow.factory import BespokeWorkflowFactory
 
-EXE = str(Path(sys.executable).parent / "bespoke-fractal")
 # methyl propyl ether: two rotatable bonds (C-C and C-O), two distinct drives, one fragment
 HALF_CACHED = "CCCOC"
 # shares no drive with it
@@ -82,26 +78,11 @@ def test_plan_counts_half_cached_molecule_against_the_server(
 def test_plan_cli_json_matches_and_submits_nothing(half_cached, embedded_server, admin_client, record_count):
     _executor, _before, cached_key, _id = half_cached
     records_before = record_count(admin_client)
-    result = subprocess.run(
-        [
-            EXE,
-            "executor",
-            "plan",
-            "--directory",
-            str(embedded_server.directory),
-            "--smiles",
-            HALF_CACHED,
-            "--workflow",
-            "debug",
-            "--set",
-            "qc_spec.grid_spacing=90",
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "COLUMNS": "200"},
-    )
+    result = run_cli(
+        "executor", "plan", "--directory", str(embedded_server.directory), "--smiles", HALF_CACHED,
+        "--workflow", "debug", "--set", "qc_spec.grid_spacing=90", "--json",
+        env=WIDE,
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
     plan = json.loads(result.stdout)
     assert plan["server_checked"] and plan["total"]["complete"] == 1 and plan["total"]["to_compute"] == 1
@@ -122,14 +103,11 @@ def test_batch_submission_shows_the_plan_and_queues_fragmented_jobs(tmp_path, fa
     """`executor submit` prints the plan to stderr and queues the plan's job descriptions, so
     the coordinator does not fragment them again; a molecule without drives is still a job."""
     directory = tmp_path / "queue"
-    result = subprocess.run(
-        [EXE, "executor", "submit", "--directory", str(directory), "--smiles", HALF_CACHED, "--smiles", "C"]
-        + ["--workflow", "debug", "--set", "qc_spec.grid_spacing=90"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "COLUMNS": "200"},
-    )
+    result = run_cli(
+        "executor", "submit", "--directory", str(directory), "--smiles", HALF_CACHED, "--smiles", "C",
+        "--workflow", "debug", "--set", "qc_spec.grid_spacing=90",
+        env=WIDE,
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "2 torsion drive(s) for 2 target torsion(s); cache not checked" in result.stderr
     job_lines = [line for line in result.stdout.splitlines() if line.startswith("job ")]

@@ -28,6 +28,8 @@ from bespoke_fractal.optimization.smirks import add_bespoke_torsions, bespoke_to
 from bespoke_fractal.schema.fits import TorsionProfile
 from bespoke_fractal.workflow import BespokeWorkflowFactory
 
+pytestmark = pytest.mark.fast  # the fast tier: pytest -m fast
+
 DATA = Path(__file__).parent / "data"
 
 

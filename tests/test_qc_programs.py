@@ -12,14 +12,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import WIDE, run_cli
 
+from bespoke_fractal.compat import qcengine as compat_qcengine
 from bespoke_fractal.executor import BespokeExecutor
-from bespoke_fractal.qc import get_preset
+from bespoke_fractal.manager import warm
+from bespoke_fractal.manager.local import write_task_bin
+from bespoke_fractal.qc import get_preset, list_presets
+from bespoke_fractal.qc import programs as qc_programs
 from bespoke_fractal.qc.availability import active_managers, missing_program
 from bespoke_fractal.qc.check import WATER_ANGSTROM, check_spec
+from bespoke_fractal.qc.plan import CostModel, recorded_costs
+from bespoke_fractal.qc.programs import EnergyCheck, QCProgram, RecordedCost, energy_check_for
+from bespoke_fractal.qc.programs import base as programs_base
 from bespoke_fractal.workflow import BespokeWorkflowFactory
 
-EXE = str(Path(sys.executable).parent / "bespoke-fractal")
 BOHR_PER_ANGSTROM = 1.0 / 0.52917721067
 HAS_PSI4 = shutil.which("psi4") is not None
 needs_psi4 = pytest.mark.skipif(
@@ -27,6 +34,73 @@ needs_psi4 = pytest.mark.skipif(
 )
 # B3LYP-D3(BJ) damping parameters (Grimme, Ehrlich, Goerigk, J. Comput. Chem. 32, 1456 (2011))
 B3LYP_D3BJ = "1.0 0.3981 1.9889 4.4211 0.0 4\n"
+
+
+def test_every_preset_program_has_a_module():
+    registered = {program.name for program in qc_programs.list_programs()}
+    assert {"rdkit", "xtb", "psi4", "geometric"} <= registered
+    assert {spec.program for spec in list_presets()} <= registered
+
+
+def test_registry_answers_for_each_kind_of_program_knowledge(tmp_path):
+    assert [fix.__name__ for fix in compat_qcengine.FIXES] == ["fix_old_psi4", "fix_rdkit_units"]
+    assert compat_qcengine.fix_rdkit_units is qc_programs.get_program("rdkit").task_fixes[0]
+    assert warm.preload_modules() == (
+        *warm.BASE_PRELOAD,
+        "qcengine.procedures.geometric",
+        "geometric",
+        "geometric.optimize",
+        "rdkit.Chem.AllChem",
+        "xtb.qcschema.harness",
+    )
+    assert set(recorded_costs()) == {"rdkit/mmff94/none", "xtb/gfn2-xtb/none", "psi4/b3lyp-d3bj/dzvp"}
+    assert CostModel.recorded(get_preset("debug")).core_seconds_per_gradient == 0.09
+    assert isinstance(energy_check_for("rdkit"), type(qc_programs.get_program("rdkit")))
+    assert energy_check_for("no-such-program").check_energies(None, None, [], []) == EnergyCheck()
+    bin_dir = write_task_bin(tmp_path / "bin")
+    assert (bin_dir / "python3").is_file()
+    assert (bin_dir / "dftd3").is_file() == (
+        "dftd3" in qc_programs.get_program("psi4").task_commands("python")
+    )
+
+
+def test_a_new_program_is_one_registration(monkeypatch, tmp_path):
+    """Everything that asks about QC programs sees a program registered by one module (alone in
+    the registry here, so that no real qcengine fix patches this test process)."""
+    monkeypatch.setattr(programs_base, "_PROGRAMS", {})
+    applied = []
+
+    def fix_new_harness() -> bool:
+        applied.append(True)
+        return True
+
+    class NewProgram(QCProgram):
+        name = "new-program"
+        task_fixes = (fix_new_harness,)
+        preload = ("json",)
+        costs = {"hf/sto-3g": RecordedCost(core_seconds_per_gradient=2, gradients_per_grid_point=10)}
+
+        def check_energies(self, spec, molecule, geometries, energies) -> EnergyCheck:
+            return EnergyCheck(scale=2.0)
+
+        def task_commands(self, python: str) -> dict[str, str | None]:
+            return {"new-program": "exec true\n"}
+
+    qc_programs.register_program(NewProgram())
+    with pytest.raises(ValueError, match="registered twice"):
+        qc_programs.register_program(NewProgram())
+    assert compat_qcengine.apply() == ["fix_new_harness"] and applied
+    assert warm.preload_modules() == (*warm.BASE_PRELOAD, "json")
+    assert set(recorded_costs()) == {"new-program/hf/sto-3g"}
+    spec = get_preset("debug").model_copy(
+        update={"program": "new-program", "method": "hf", "basis": "sto-3g"}
+    )
+    assert CostModel.recorded(spec).core_seconds_per_gradient == 2
+    assert energy_check_for("new-program").check_energies(spec, None, [], []).scale == 2.0
+    assert sorted(path.name for path in write_task_bin(tmp_path / "bin").iterdir()) == [
+        "new-program",
+        "python3",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -106,8 +180,7 @@ def test_qc_check_command_prints_a_table(embedded_server, managers):
         "--directory",
         str(embedded_server.directory),
     ]
-    env = {**os.environ, "COLUMNS": "200"}
-    result = subprocess.run([EXE, *args], capture_output=True, text=True, timeout=600, env=env)
+    result = run_cli(*args, timeout=600, env=WIDE)
     assert result.returncode == 0, result.stdout + result.stderr
     rows = [line for line in result.stdout.splitlines() if re.search(r"│ OK\s*│$", line.rstrip())]
     assert len(rows) == 2, result.stdout

@@ -9,18 +9,17 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from helpers import run_cli
 from qcportal import PortalClient
 
 from bespoke_fractal.executor import BespokeExecutor, JobStore, wait_until_complete
 from bespoke_fractal.executor.output import write_job_output
 from bespoke_fractal.workflow import BespokeWorkflowFactory
 
-EXE = str(Path(sys.executable).parent / "bespoke-fractal")
 # files that hold secrets on purpose: each is 0600 (checked in test_server.py)
 SECRET_HOLDERS = ("secrets/credentials.yaml", "qcfractal/qcfractal_config.yaml")
 
@@ -80,9 +79,9 @@ def test_no_password_in_arguments_logs_store_results_or_errors(embedded_server, 
         f"address: {embedded_server.address}\nusername: bespoke-submit\npassword: {secrets[3][::-1]}\n"
     )
     os.chmod(wrong, 0o600)
-    refused = subprocess.run(
-        [EXE, "executor", "launch", "--directory", str(tmp_path / "x"), "--fractal-credentials", str(wrong)],
-        capture_output=True, text=True, timeout=120,
+    refused = run_cli(
+        "executor", "launch", "--directory", str(tmp_path / "x"), "--fractal-credentials", str(wrong),
+        timeout=120,
     )  # fmt: skip
     assert refused.returncode == 1 and "rejected the credentials" in refused.stderr
 

@@ -4,30 +4,18 @@ own submit accounts and directories that reuse each other's drives."""
 from __future__ import annotations
 
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import one_error_line, run_cli
 from qcportal import PortalRequestError
 
 from bespoke_fractal.executor import BespokeExecutor, wait_until_complete
 from bespoke_fractal.server import ServerConnection
 from bespoke_fractal.workflow import BespokeWorkflowFactory
 
-EXE = str(Path(sys.executable).parent / "bespoke-fractal")
 # a grid no other test drives, so that every drive here is new to the session's server
 FACTORY = BespokeWorkflowFactory.from_preset("debug", **{"qc_spec.grid_spacing": 90})
-
-
-def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([EXE, *args], capture_output=True, text=True, input=stdin, timeout=300)
-
-
-def error_line(result: subprocess.CompletedProcess) -> str:
-    lines = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
-    assert result.returncode != 0 and len(lines) == 1, result.stderr
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -36,13 +24,13 @@ def accounts(embedded_server, tmp_path_factory) -> dict[str, Path]:
     directory = str(embedded_server.directory)
     made = {}
     for name, role in (("alice", "submit"), ("bob", "submit"), ("cluster-a", "compute"), ("viewer", "read")):
-        result = cli("server", "user", "add", name, "--role", role, "--directory", directory)
+        result = run_cli("server", "user", "add", name, "--role", role, "--directory", directory)
         assert result.returncode == 0, result.stderr
         made[name] = embedded_server.directory / "secrets" / "users" / f"{name}.yaml"
         assert str(made[name]) in result.stdout
     chosen = tmp_path_factory.mktemp("chosen") / "carol.yaml"
     password = "a-password-carol-chose-herself-42"
-    result = cli(
+    result = run_cli(
         "server", "user", "add", "carol", "--role", "submit", "--directory", directory,
         "--output", str(chosen), "--password-stdin", stdin=password + "\n",
     )  # fmt: skip
@@ -59,7 +47,7 @@ def test_new_accounts_get_private_credentials_files_and_their_roles(accounts, em
         assert connection.username == name and connection.address == embedded_server.address
         assert len(connection.password.get_secret_value()) >= 20
         assert connection.client().get_user().username == name  # the login works
-    listed = cli("server", "user", "list", "--directory", str(embedded_server.directory))
+    listed = run_cli("server", "user", "list", "--directory", str(embedded_server.directory))
     assert listed.returncode == 0, listed.stderr
     for name, role in (("alice", "submit"), ("cluster-a", "compute"), ("viewer", "read")):
         assert any(name in line and role in line for line in listed.stdout.splitlines()), listed.stdout
@@ -86,7 +74,7 @@ def test_roles_limit_what_accounts_can_do(accounts):
 )
 def test_bad_account_requests_get_one_line(accounts, embedded_server, args, message, tmp_path):
     output = ["--output", str(tmp_path / "out.yaml")]
-    result = cli(
+    result = run_cli(
         "server",
         "user",
         "add",
@@ -96,17 +84,17 @@ def test_bad_account_requests_get_one_line(accounts, embedded_server, args, mess
         *output,
         stdin="short\n",
     )
-    assert message in error_line(result)
+    assert message in one_error_line(result)
     assert not (tmp_path / "out.yaml").exists()
 
 
 def test_existing_credentials_file_is_not_overwritten(accounts, embedded_server):
     before = accounts["alice"].read_text()
-    result = cli(
+    result = run_cli(
         "server", "user", "add", "frank", "--role", "read", "--directory", str(embedded_server.directory),
         "--output", str(accounts["alice"]),
     )  # fmt: skip
-    assert "exists" in error_line(result)
+    assert "exists" in one_error_line(result)
     assert accounts["alice"].read_text() == before
 
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import psutil
 import pytest
 import yaml
+from helpers import run_cli
 from openff.toolkit import Molecule
 
 from bespoke_fractal.qc import default_dihedral, get_preset
@@ -23,7 +23,6 @@ from bespoke_fractal.qc import default_dihedral, get_preset
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "local-slurm.sh"
 TEMPLATE = ROOT / "manager_configs" / "slurm.yaml"
-EXE = str(Path(sys.executable).parent / "bespoke-fractal")
 CLUSTER = "bf-test-slurm"
 TAG = "bf-slurm"
 
@@ -69,10 +68,6 @@ def slurm_config(directory: Path) -> Path:
     return path
 
 
-def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([EXE, *args], env=env, capture_output=True, text=True, timeout=300)
-
-
 def slurm_jobs(env: dict[str, str]) -> dict[str, str]:
     """Every job of the cluster, running or finished: id -> "name state"."""
     jobs = {}
@@ -107,7 +102,7 @@ def test_drive_runs_in_slurm_jobs_and_survives_a_cancelled_job(
     env = dict(slurm)
     assert managers.stop() == 2  # only the Slurm manager computes during this test
     try:
-        started = cli(
+        started = run_cli(
             "manager",
             "start",
             "--config",
@@ -117,7 +112,7 @@ def test_drive_runs_in_slurm_jobs_and_survives_a_cancelled_job(
             env=env,
         )
         assert started.returncode == 0, started.stderr
-        status = cli("manager", "status", "--directory", str(embedded_server.directory), env=env)
+        status = run_cli("manager", "status", "--directory", str(embedded_server.directory), env=env)
         assert "slurm" in status.stdout and "batch jobs" in status.stdout
 
         molecule = Molecule.from_smiles("CCC(C)C")  # isopentane: driven by no other test
@@ -136,7 +131,7 @@ def test_drive_runs_in_slurm_jobs_and_survives_a_cancelled_job(
         assert result.ok, result.error
         assert not victim.is_running()
     finally:
-        stopped = cli(
+        stopped = run_cli(
             "manager", "stop", "--config", str(config), "--directory", str(embedded_server.directory), env=env
         )
         managers.start()

@@ -17,6 +17,9 @@ from bespoke_fractal.workflow import BespokeWorkflowFactory
 IBUPROFEN = "CC(C)Cc1ccc(cc1)[C@H](C)C(=O)O"
 PFIZER = BespokeWorkflowFactory.from_preset("debug").with_changes({"fragmentation_engine": "Pfizer"})
 
+# The fast tier (pytest -m fast) has every test here but ibuprofen's WBO fragments, which need
+# AM1 bond orders of ibuprofen (one to two minutes).
+
 
 @pytest.fixture(scope="module")
 def sage() -> ForceField:
@@ -85,6 +88,7 @@ def _check_smirks_match(schema: BespokeOptimizationSchema, torsions: list[Bespok
             assert {tuple(q) for q in quartets} <= found, torsion.id
 
 
+@pytest.mark.fast
 def test_butane(schema_of, sage) -> None:
     schema = schema_of("CCCC", "WBO")
     torsions = bespoke_torsions(schema, sage)
@@ -94,6 +98,7 @@ def test_butane(schema_of, sage) -> None:
     _check_labels(schema, add_bespoke_torsions(sage, torsions), torsions)
 
 
+@pytest.mark.fast
 def test_biphenyl_one_parameter_for_the_four_ring_torsions(schema_of, sage) -> None:
     schema = schema_of("c1ccccc1-c1ccccc1")
     (torsion,) = bespoke_torsions(schema, sage)
@@ -102,6 +107,7 @@ def test_biphenyl_one_parameter_for_the_four_ring_torsions(schema_of, sage) -> N
     _check_labels(schema, add_bespoke_torsions(sage, [torsion]), [torsion])
 
 
+@pytest.mark.fast
 def test_diethylbenzene_symmetric_bonds_share_parameters(schema_of, sage) -> None:
     schema = schema_of("CCc1ccc(CC)cc1")
     (target,) = schema.targets
@@ -115,7 +121,7 @@ def test_diethylbenzene_symmetric_bonds_share_parameters(schema_of, sage) -> Non
     _check_labels(schema, add_bespoke_torsions(sage, torsions), torsions)
 
 
-@pytest.mark.parametrize("engine", ["Pfizer", "WBO"])
+@pytest.mark.parametrize("engine", [pytest.param("Pfizer", marks=pytest.mark.fast), "WBO"])
 def test_ibuprofen_smirks_match_parent_and_the_smaller_fragments(schema_of, sage, engine) -> None:
     schema = schema_of(IBUPROFEN, engine)
     parent = schema.parent_molecule()
@@ -134,6 +140,7 @@ def test_ibuprofen_smirks_match_parent_and_the_smaller_fragments(schema_of, sage
     _check_labels(schema, add_bespoke_torsions(sage, torsions), torsions)
 
 
+@pytest.mark.fast
 def test_carboxylate(schema_of, sage) -> None:
     schema = schema_of("CCCC(=O)[O-]")
     torsions = bespoke_torsions(schema, sage)
@@ -143,6 +150,7 @@ def test_carboxylate(schema_of, sage) -> None:
     _check_labels(schema, add_bespoke_torsions(sage, torsions), torsions)
 
 
+@pytest.mark.fast
 def test_fragment_symmetry_merges_parent_classes(schema_of, sage) -> None:
     """3-methyl is cut from the fragment, so its two ortho carbons become equivalent there and
     the QC data cannot tell their torsions apart: they share a parameter."""
@@ -157,6 +165,7 @@ def test_fragment_symmetry_merges_parent_classes(schema_of, sage) -> None:
     _check_labels(schema, add_bespoke_torsions(sage, torsions), torsions)
 
 
+@pytest.mark.fast
 def test_targets_with_the_same_drive_share_parameters(schema_of, sage) -> None:
     """In decane the middle bonds' fragments are all hexane around its central bond: one drive,
     one set of parameters for all of them, and none of them on the terminal C1-C2 bond."""
@@ -173,6 +182,7 @@ def _initial(sage: ForceField, schema: BespokeOptimizationSchema, quartet) -> ob
     return labels.get(tuple(quartet)) or labels[tuple(quartet)[::-1]]
 
 
+@pytest.mark.fast
 def test_expanded_terms_take_k_from_the_initial_parameter(schema_of, sage) -> None:
     schema = schema_of("CCCC", "WBO")
     for torsion in bespoke_torsions(schema, sage):
@@ -190,6 +200,7 @@ def test_expanded_terms_take_k_from_the_initial_parameter(schema_of, sage) -> No
         assert torsion.k == pytest.approx(expected)
 
 
+@pytest.mark.fast
 def test_unexpanded_terms_copy_the_initial_parameter(schema_of, sage) -> None:
     schema = schema_of("CCCC", "WBO")
     settings = schema.smirks_settings.model_copy(update={"expand_torsion_terms": False})
@@ -200,6 +211,7 @@ def test_unexpanded_terms_copy_the_initial_parameter(schema_of, sage) -> None:
         assert torsion.k == pytest.approx([k.m_as(unit.kilocalorie_per_mole) for k in initial.k])
 
 
+@pytest.mark.fast
 def test_without_bespoke_terms_the_initial_parameters_are_refitted(schema_of, sage) -> None:
     schema = schema_of(IBUPROFEN)
     settings = schema.smirks_settings.model_copy(update={"generate_bespoke_terms": False})
@@ -214,6 +226,7 @@ def test_without_bespoke_terms_the_initial_parameters_are_refitted(schema_of, sa
         assert list(new_handler.parameters[torsion.smirks].periodicity) == [1, 2, 3, 4]
 
 
+@pytest.mark.fast
 def test_add_bespoke_torsions_appends_to_a_copy(schema_of, sage) -> None:
     schema = schema_of("CCCC", "WBO")
     torsions = bespoke_torsions(schema, sage)

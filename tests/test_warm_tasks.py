@@ -14,11 +14,12 @@ import psutil
 import pytest
 from openff.toolkit import Molecule
 
+from bespoke_fractal.manager.compute_internals import task_script
 from bespoke_fractal.manager.local import WARM_CLIENT
 from bespoke_fractal.manager.warm import SOCKET_ENV
 
 PYTHON = sys.executable
-TASK_SCRIPT = Path(__import__("qcfractalcompute").__file__).parent / "run_scripts" / "qcengine_compute.py"
+TASK_SCRIPT = task_script()
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +74,8 @@ def test_mmff_optimisation_is_the_same_warm_and_cold(warm_server, tmp_path):
         outputs[how] = json.loads(stdout)
     assert outputs["warm"]["success"] and outputs["cold"]["success"]
     assert outputs["warm"]["energies"] == outputs["cold"]["energies"]
-    # the rdkit unit fix of bespoke_fractal.compat is in force in the forks too: MMFF94 butane
-    # is -5.1 (anti) to -4.2 (gauche) kcal/mol, not 4.184 times less
+    # the rdkit unit fix (bespoke_fractal.qc.programs.rdkit) is in force in the forks too: MMFF94
+    # butane is -5.1 (anti) to -4.2 (gauche) kcal/mol, not 4.184 times less
     assert -0.0095 < outputs["warm"]["energies"][-1] < -0.0060
 
 

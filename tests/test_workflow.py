@@ -11,6 +11,8 @@ from bespoke_fractal.errors import WorkflowError
 from bespoke_fractal.fragmentation import DEFAULT_TARGET_SMARTS, NoFragmentation, PfizerFragmentation
 from bespoke_fractal.workflow import BespokeWorkflowFactory, list_workflow_presets
 
+pytestmark = pytest.mark.fast  # the fast tier: pytest -m fast
+
 
 @pytest.mark.parametrize(
     "name, program, method, basis",

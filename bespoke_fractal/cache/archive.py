@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from bespoke_fractal.errors import BespokeFractalError
+from bespoke_fractal.errors import BespokeFractalError, validation_line
 from bespoke_fractal.schema.identity import Dihedral
 from bespoke_fractal.schema.qc import QCSpec
 
@@ -220,9 +220,7 @@ def read_archive(path: str | Path) -> DriveArchive:
     try:
         return DriveArchive.model_validate(data)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        where = ".".join(str(part) for part in error["loc"])
-        raise CacheError(f"{path} is a malformed drive archive: {where}: {error['msg']}") from None
+        raise CacheError(f"{path} is a malformed drive archive: {validation_line(exc)}") from None
 
 
 def _kind(path: Path) -> str:

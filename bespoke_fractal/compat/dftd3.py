@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -44,7 +45,7 @@ def read_xyz(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.array(numbers), np.array(positions) * BOHR_PER_ANGSTROM
 
 
-def read_parameters(path: Path):
+def read_parameters(path: Path) -> Any:
     """The damping parameters of a classic ``.dftd3par`` file, as an s-dftd3 object."""
     from dftd3 import interface
 

@@ -1,4 +1,4 @@
-"""Resources of the workers of one executor stage."""
+"""Resources of the workers of one executor stage, and the settings of one coordinator."""
 
 from __future__ import annotations
 
@@ -64,3 +64,24 @@ class BespokeWorkerConfig(BaseModel):
         from bespoke_fractal.processes import thread_environment
 
         return thread_environment(self.cores)
+
+
+class CoordinatorSettings(BaseModel):
+    """Worker pools and polling of one coordinator."""
+
+    model_config = ConfigDict(frozen=True)
+
+    n_fragmenter_workers: int = Field(1, ge=1)
+    fragmenter_worker_config: BespokeWorkerConfig = BespokeWorkerConfig(n_cores=1)
+    n_optimizer_workers: int = Field(1, ge=1)
+    optimizer_worker_config: BespokeWorkerConfig = BespokeWorkerConfig(n_cores=1)
+    poll_interval: float = Field(2.0, gt=0, description="seconds between coordinator steps")
+    max_resets: int = Field(2, ge=0, description="resets of an errored QC drive before it fails")
+    max_worker_attempts: int = Field(3, ge=1, description="runs of a stage whose worker process died")
+    qc_stall_seconds: float = Field(
+        120.0,
+        gt=0,
+        description="seconds a drive may sit running with no service state before it is restarted",
+    )
+    optimization_timeout: float = Field(3600.0, gt=0, description="seconds one fit may take")
+    keep_worse: bool = Field(False, description="keep fitted torsions that the fit made worse")

@@ -1,4 +1,5 @@
-"""`BespokeExecutor`: the server, compute managers and coordinator of one executor directory.
+"""`BespokeExecutor`: the server, compute managers and coordinator of one executor directory,
+with a :class:`~bespoke_fractal.executor.client.JobClient` for its jobs.
 
 Submitting a job writes it to the job store; the coordinator (a child process of the one that
 entered the executor, or the ``executor launch`` process) picks it up. Jobs therefore survive the
@@ -8,25 +9,32 @@ by the next executor on the same directory.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
-import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import psutil
 from openff.toolkit import Molecule
 from pydantic import BaseModel, ValidationError
 
-from bespoke_fractal.errors import ServerError
+from bespoke_fractal.errors import ServerError, validation_line
+from bespoke_fractal.executor.client import (
+    DEFAULT_DIRECTORY,
+    FINAL,
+    JobClient,
+    JobInput,
+    WorkflowLike,
+    resolve_workflow,
+    submit_plan,
+    submit_to_store,
+)
 from bespoke_fractal.executor.config import BespokeWorkerConfig
 from bespoke_fractal.executor.coordinator import CoordinatorSettings
 from bespoke_fractal.executor.models import BespokeExecutorOutput
-from bespoke_fractal.executor.plan import QCPlan, plan_jobs
+from bespoke_fractal.executor.plan import QCPlan
 from bespoke_fractal.executor.service import (
     CoordinatorProcess,
     DirectoryLock,
@@ -38,100 +46,24 @@ from bespoke_fractal.executor.service import (
 from bespoke_fractal.executor.store import JobStore
 from bespoke_fractal.executor.supervisor import SupervisedServices
 from bespoke_fractal.manager import LocalManagers, ManagerSettings
-from bespoke_fractal.molecules import MoleculeInput, load_molecule
-from bespoke_fractal.schema.workflow import BespokeOptimizationSchema
+from bespoke_fractal.molecules import MoleculeInput
 from bespoke_fractal.server import EmbeddedServer, ServerConnection, ServerSettings
 from bespoke_fractal.session import embedded_managers
-from bespoke_fractal.workflow.factory import BespokeWorkflowFactory
 
-if TYPE_CHECKING:
-    from qcportal import PortalClient
+__all__ = [
+    "DEFAULT_DIRECTORY",
+    "FINAL",
+    "BespokeExecutor",
+    "WorkflowLike",
+    "resolve_workflow",
+    "submit_plan",
+    "submit_to_store",
+    "wait_until_complete",
+]
 
 log = logging.getLogger("bespoke_fractal.executor")
 
-DEFAULT_DIRECTORY = Path("bespoke-executor")
 OWNERSHIP_NAME = "executor-services.json"
-FINAL = ("success", "errored")
-
-WorkflowLike = BespokeWorkflowFactory | str | Path | None
-
-
-def resolve_workflow(workflow: WorkflowLike) -> BespokeWorkflowFactory:
-    """A workflow factory from itself, a preset name or a YAML/JSON file (None: ``default``)."""
-    if isinstance(workflow, BespokeWorkflowFactory):
-        return workflow
-    if workflow is None:
-        return BespokeWorkflowFactory.from_preset("default")
-    path = Path(workflow)
-    if path.suffix.lower() in {".yaml", ".yml", ".json"} or path.exists():
-        return BespokeWorkflowFactory.from_file(path)
-    return BespokeWorkflowFactory.from_preset(str(workflow))
-
-
-def submit_to_store(
-    store: JobStore,
-    item: Molecule | str | Path | MoleculeInput | BespokeOptimizationSchema,
-    workflow: WorkflowLike = None,
-    name: str | None = None,
-) -> str:
-    """Queue one job; its molecule is checked now (one clear line if unreadable)."""
-    if isinstance(item, BespokeOptimizationSchema):
-        # a job description carries its own settings: ``workflow`` is not needed
-        molecule = item.parent_molecule()
-        settings = item.model_dump(mode="json", exclude={"id", "smiles", "fragmentation"})
-        settings["fragmentation_engine"] = {"type": item.fragmentation.fragmenter}
-        return store.add_job(
-            name=name or molecule.to_smiles(explicit_hydrogens=False),
-            smiles=molecule.to_smiles(mapped=True),
-            workflow_json=json.dumps(settings),
-            schema_id=item.id,
-            schema_json=item.model_dump_json(),
-        )
-    if isinstance(item, MoleculeInput):
-        if not item.ok:
-            raise ExecutorError(
-                f"{item.name}: {item.error}" if not item.error.startswith(item.name) else item.error
-            )
-        name, item = name or item.name, item.molecule
-    factory = resolve_workflow(workflow)
-    molecule = load_molecule(item)
-    return store.add_job(
-        name=name or molecule.name or molecule.to_smiles(explicit_hydrogens=False),
-        smiles=molecule.to_smiles(mapped=True),
-        workflow_json=factory.model_dump_json(),
-        schema_id=factory.job_id(molecule),
-    )
-
-
-def submit_plan(store: JobStore, plan: QCPlan) -> list[str | ExecutorError]:
-    """Queue the jobs of a plan as fragmented there, not fragmented again. Each is the job a
-    molecule submission makes (same id, so it finds earlier jobs' descriptions and fits; an
-    earlier description of the same molecule and workflow is kept in place of the plan's); a
-    molecule whose fragmentation failed is queued as a molecule, so its job records the error like
-    any other; an unreadable one is its error, in its place."""
-    queued: list[str | ExecutorError] = []
-    for outcome, item in zip(plan.outcomes, plan.inputs, strict=True):
-        try:
-            if not outcome.ok:
-                queued.append(submit_to_store(store, item, plan.workflow, outcome.name))
-                continue
-            schema_id = plan.workflow.job_id(item.molecule)
-            earlier = store.find_schema(schema_id)
-            job_id = store.add_job(
-                name=outcome.name,
-                smiles=item.molecule.to_smiles(mapped=True),
-                workflow_json=plan.workflow.model_dump_json(),
-                schema_id=schema_id,
-                schema_json=earlier or outcome.schema_.model_dump_json(),
-                note="same molecule and workflow as an earlier job: reused"
-                if earlier
-                else f"fragmented at submission, {outcome.seconds:.1f} s",
-                attempts=0 if earlier else 1,
-            )
-            queued.append(job_id)
-        except ExecutorError as exc:
-            queued.append(exc)
-    return queued
 
 
 class ServiceOwnership(BaseModel):
@@ -191,8 +123,7 @@ class BespokeExecutor:
                 qc_stall_seconds=qc_stall_seconds,
             )
         except ValidationError as exc:
-            error = exc.errors()[0]
-            raise ExecutorError(f"{error['loc'][0]}: {error['msg']}") from None
+            raise ExecutorError(validation_line(exc)) from None
         if fractal_server is not None and server_settings is not None:
             raise ExecutorError("server_settings apply to the embedded server, not to fractal_server")
         if isinstance(fractal_server, (str, Path)):
@@ -200,7 +131,15 @@ class BespokeExecutor:
         self.fractal_server = fractal_server
         self.database_url = database_url
         self.server_settings = server_settings
-        self.store: JobStore | None = None
+        self.client = JobClient(
+            self.directory,
+            database_url,
+            fractal_server,
+            server_settings,
+            n_fragmenter_workers=self.coordinator_settings.n_fragmenter_workers,
+            cores_per_task=self.qc_compute_worker_config.cores,
+            create_directory=True,
+        )
         self._server: EmbeddedServer | None = None
         self._managers: LocalManagers | None = None
         self._owned = ServiceOwnership(pid=os.getpid())
@@ -232,16 +171,14 @@ class BespokeExecutor:
         _ACTIVE.append(self)
         return self
 
-    def __exit__(self, *_exc) -> None:
+    def __exit__(self, *_exc: object) -> None:
         if self in _ACTIVE:
             _ACTIVE.remove(self)
         if self._coordinator is not None:
             self._coordinator.stop()
             self._coordinator = None
         self._stop_services()
-        if self.store is not None:
-            self.store.close()
-            self.store = None
+        self.client.close()
 
     def run_in_foreground(self, stop: threading.Event, on_ready: Callable[[], None] | None = None) -> None:
         """What ``executor launch`` does: start the services, run the coordinator in this
@@ -341,25 +278,20 @@ class BespokeExecutor:
     def running(self) -> bool:
         return self._coordinator is not None and self._coordinator.alive()
 
-    # -- jobs ----------------------------------------------------------------------------------
-    def _store(self) -> JobStore:
-        if self.store is None:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            self.store = JobStore.in_directory(self.directory, self.database_url)
-        return self.store
+    # -- jobs (delegated to the client) ---------------------------------------------------------
+    @property
+    def store(self) -> JobStore:
+        """The job store of the directory (opened on first use, creating the directory)."""
+        return self.client.store
 
-    def submit(
-        self,
-        input_schema: BespokeOptimizationSchema | Molecule | str | Path,
-        workflow: WorkflowLike = None,
-        name: str | None = None,
-    ) -> str:
+    def submit(self, input_schema: JobInput, workflow: WorkflowLike = None, name: str | None = None) -> str:
         """Queue a fit and return its job id: a job description from the factory, or a molecule
         (SMILES, file or ``Molecule``) with a workflow (factory, preset name or file)."""
-        return submit_to_store(self._store(), input_schema, workflow, name)
+        return self.client.submit(input_schema, workflow, name)
 
     def retrieve(self, job_id: str) -> BespokeExecutorOutput:
-        return self._store().output(job_id)
+        """A job's state, stages and (once it succeeded) results."""
+        return self.client.retrieve(job_id)
 
     def plan(
         self,
@@ -368,50 +300,24 @@ class BespokeExecutor:
         enumerate_stereo: bool = False,
         start_server: bool = True,
     ) -> QCPlan:
-        """Cost preview of fitting ``molecules``: nothing is submitted. Fragments them (with the
-        directory's AM1 cache) and asks this executor's server which drives exist; an embedded
-        server that is not running is started for the lookup and stopped again (with
-        ``start_server`` False the cache is then not checked)."""
-        factory = resolve_workflow(workflow)
-        with self._lookup_client(start_server) as (client, server):
-            return plan_jobs(
-                molecules,
-                factory,
-                client,
-                cache_directory=self.directory / "am1-cache",
-                n_workers=self.coordinator_settings.n_fragmenter_workers,
-                server=server,
-                cores_per_task=self.qc_compute_worker_config.cores,
-                enumerate_stereo=enumerate_stereo,
-            )
+        """Cost preview of fitting ``molecules``: nothing is submitted (see :meth:`JobClient.plan`)."""
+        return self.client.plan(molecules, workflow, enumerate_stereo, start_server)
 
     def submit_plan(self, plan: QCPlan) -> list[str | ExecutorError]:
         """Queue the jobs of a plan, in order (see :func:`submit_plan`)."""
-        return submit_plan(self._store(), plan)
+        return self.client.submit_plan(plan)
 
-    @contextmanager
-    def _lookup_client(self, start_server: bool) -> Iterator[tuple[PortalClient | None, str]]:
-        if self.fractal_server is not None:
-            yield self.fractal_server.client(), self.fractal_server.address
-            return
-        server = EmbeddedServer(self.directory, self.server_settings)
-        if not server.initialized:
-            yield None, f"no embedded server in {self.directory} yet"
-            return
-        started = not server.status().running
-        if started and not start_server:
-            yield None, f"the embedded server in {self.directory} is not running"
-            return
-        if started:
-            server.start()
-        try:
-            yield server.connection("submit").client(), f"embedded server in {self.directory}"
-        finally:
-            if started:
-                server.stop()
+    def check_coordinator(self, job_id: str | int) -> None:
+        """Raise if the coordinator this executor started has stopped (jobs then wait)."""
+        if self._coordinator is not None and not self.running:
+            raise ExecutorError(
+                f"job {job_id}: the coordinator process stopped (see {self.directory}/executor.log); "
+                "the job resumes when an executor runs on this directory again"
+            )
 
     def list(self) -> list[BespokeExecutorOutput]:
-        return self._store().outputs()
+        """Every job of the directory, in id order."""
+        return self.client.list()
 
 
 def wait_until_complete(
@@ -429,24 +335,7 @@ def wait_until_complete(
     """
     executor = _ACTIVE[-1] if directory is None and _ACTIVE else None
     if executor is not None:
-        store = executor._store()
-    else:
-        store = JobStore.in_directory(directory or DEFAULT_DIRECTORY, database_url)
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        output = store.output(job_id)
-        if on_update is not None:
-            on_update(output)
-        if output.status in FINAL:
-            return output
-        if executor is not None and executor._coordinator is not None and not executor.running:
-            raise ExecutorError(
-                f"job {job_id}: the coordinator process stopped (see {executor.directory}/executor.log); "
-                "the job resumes when an executor runs on this directory again"
-            )
-        if deadline is not None and time.monotonic() > deadline:
-            raise ExecutorError(
-                f"job {job_id} not finished after {timeout:.0f} s "
-                f"(stage {output.stage.type}: {output.stage.status})"
-            )
-        time.sleep(frequency)
+        check = partial(executor.check_coordinator, job_id)
+        return executor.client.wait(job_id, frequency, timeout, on_update, check)
+    with JobClient(directory or DEFAULT_DIRECTORY, database_url) as client:
+        return client.wait(job_id, frequency, timeout, on_update)

@@ -9,14 +9,17 @@ last finished stage.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from functools import cached_property
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import ForeignKey, Integer, String, Text, create_engine, event, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -31,6 +34,8 @@ from bespoke_fractal.executor.models import (
     StageType,
     Status,
 )
+from bespoke_fractal.executor.workers import DRIVE_LIST
+from bespoke_fractal.schema.drives import TorsionDrive
 from bespoke_fractal.schema.fits import OptimizationResult
 from bespoke_fractal.schema.workflow import BespokeOptimizationSchema
 
@@ -87,6 +92,66 @@ class FitRow(Base):
     key: Mapped[str] = mapped_column(String(40), primary_key=True)
     result: Mapped[str] = mapped_column(Text, doc="OptimizationResult as JSON")
     created_at: Mapped[datetime] = mapped_column(default=datetime.now)
+
+
+def fit_key(schema_json: str, record_ids: list[int]) -> str:
+    """Identity of a fit: the job description (as stored) and the QC records it is fitted to."""
+    text = json.dumps([json.loads(schema_json), sorted(record_ids)], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+class JobRecord(BaseModel):
+    """One job as the coordinator reads it: its input, job description, drives and QC progress."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: int
+    name: str
+    smiles: str = Field(description="mapped SMILES with explicit hydrogens")
+    workflow_json: str = Field(description="the workflow factory as JSON")
+    schema_id: str
+    schema_text: str | None = Field(
+        None, description="the job description as stored JSON; None until fragmented"
+    )
+    drives: list[TorsionDrive] | None = Field(None, description="the QC drives; None until submitted")
+    qc_progress: QCProgress = Field(default_factory=QCProgress)
+    fit_key: str | None = None
+    status: Status
+
+    @cached_property
+    def optimization_schema(self) -> BespokeOptimizationSchema:
+        """The job description (read once)."""
+        if self.schema_text is None:
+            raise JobStoreError(f"job {self.id} has not been fragmented")
+        return BespokeOptimizationSchema.model_validate_json(self.schema_text)
+
+    @property
+    def record_ids(self) -> list[int]:
+        """QC record ids of the job's drives."""
+        return [drive.record_id for drive in self.drives or []]
+
+    def needed_fit_key(self) -> str:
+        """The key of the fit this job needs: its job description and QC records."""
+        if self.schema_text is None:
+            raise JobStoreError(f"job {self.id} has not been fragmented")
+        return fit_key(self.schema_text, self.record_ids)
+
+    @classmethod
+    def from_row(cls, row: JobRow) -> JobRecord:
+        drives = None if row.drives is None else DRIVE_LIST.validate_json(row.drives)
+        progress = QCProgress.model_validate_json(row.qc_progress) if row.qc_progress else QCProgress()
+        return cls(
+            id=row.id,
+            name=row.name,
+            smiles=row.smiles,
+            workflow_json=row.workflow,
+            schema_id=row.schema_id,
+            schema_text=row.schema_json,
+            drives=drives,
+            qc_progress=progress,
+            fit_key=row.fit_key,
+            status=row.status,
+        )
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -207,22 +272,30 @@ class JobStore:
     def jobs_in_stage(self, stage: StageType, status: Status) -> list[int]:
         """Ids of jobs whose ``stage`` has ``status`` and whose earlier stages succeeded."""
         with self.session() as session:
-            query = (
-                select(JobRow.id)
-                .join(StageRow)
-                .where(JobRow.status.in_(("waiting", "running")))
-                .where(StageRow.type == stage, StageRow.status == status)
-                .order_by(JobRow.id)
-            )
-            ids = list(session.scalars(query))
-            earlier = STAGES[: STAGES.index(stage)]
-            if not earlier:
-                return ids
-            return [
-                job_id
-                for job_id in ids
-                if all(s.status == "success" for s in self.job(session, job_id).stages if s.type in earlier)
-            ]
+            return [job.id for job in self._in_stage(session, stage, status)]
+
+    def job_records(self, stage: StageType, status: Status) -> list[JobRecord]:
+        """Jobs whose ``stage`` has ``status`` and whose earlier stages succeeded."""
+        with self.session() as session:
+            return [JobRecord.from_row(job) for job in self._in_stage(session, stage, status)]
+
+    def job_record(self, job_id: str | int) -> JobRecord:
+        with self.session() as session:
+            return JobRecord.from_row(self.job(session, job_id))
+
+    def _in_stage(self, session: Session, stage: StageType, status: Status) -> list[JobRow]:
+        query = (
+            select(JobRow)
+            .join(StageRow)
+            .where(JobRow.status.in_(("waiting", "running")))
+            .where(StageRow.type == stage, StageRow.status == status)
+            .order_by(JobRow.id)
+        )
+        jobs = list(session.scalars(query))
+        earlier = STAGES[: STAGES.index(stage)]
+        if not earlier:
+            return jobs
+        return [job for job in jobs if all(s.status == "success" for s in job.stages if s.type in earlier)]
 
     def reset_interrupted(self) -> list[int]:
         """Stages left running by a coordinator that died go back to waiting (QC is kept
@@ -252,9 +325,12 @@ class JobStore:
         *,
         error: str | None = None,
         note: str | None = None,
-        **fields: str | None,
+        schema_json: str | None = None,
+        qc_progress: QCProgress | None = None,
+        fit_key: str | None = None,
     ) -> None:
-        """End a stage (errored when ``error`` is given) and store ``fields`` on the job."""
+        """End a stage (errored when ``error`` is given); the job description, QC progress and
+        fit key given are stored on the job."""
         with self.session() as session:
             job = self.job(session, job_id)
             row = _stage(job, stage)
@@ -265,8 +341,12 @@ class JobStore:
             if row.started_at is None:
                 row.started_at = datetime.now()
             row.finished_at = datetime.now()
-            for name, value in fields.items():
-                setattr(job, name, value)
+            if schema_json is not None:
+                job.schema_json = schema_json
+            if qc_progress is not None:
+                job.qc_progress = qc_progress.model_dump_json()
+            if fit_key is not None:
+                job.fit_key = fit_key
             if error:
                 job.status = "errored"
             elif stage == STAGES[-1]:
@@ -287,10 +367,22 @@ class JobStore:
             _stage(self.job(session, job_id), stage).note = note
 
     def set_fields(self, job_id: int, **fields: str | None) -> None:
+        """Store raw column values on a job (prefer the typed setters below)."""
         with self.session() as session:
             job = self.job(session, job_id)
             for name, value in fields.items():
                 setattr(job, name, value)
+
+    def set_drives(self, job_id: int, drives: list[TorsionDrive], progress: QCProgress) -> None:
+        """Store the QC drives a job waits for and their progress."""
+        with self.session() as session:
+            job = self.job(session, job_id)
+            job.drives = DRIVE_LIST.dump_json(drives).decode()
+            job.qc_progress = progress.model_dump_json()
+
+    def set_qc_progress(self, job_id: int, progress: QCProgress) -> None:
+        with self.session() as session:
+            self.job(session, job_id).qc_progress = progress.model_dump_json()
 
     def schema(self, job_id: str | int) -> BespokeOptimizationSchema | None:
         """The job description of a job (None until it has been fragmented)."""
@@ -332,7 +424,7 @@ class JobStore:
             smiles=job.smiles,
             status=job.status,
             stages=[BespokeStageOutput.model_validate(stage, from_attributes=True) for stage in job.stages],
-            qc=QCProgress.model_validate(json.loads(job.qc_progress)) if job.qc_progress else QCProgress(),
+            qc=QCProgress.model_validate_json(job.qc_progress) if job.qc_progress else QCProgress(),
             results=result,
             offxml=offxml,
             created_at=job.created_at,

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict
 
 from bespoke_fractal.errors import BespokeFractalError
 from bespoke_fractal.manager import ManagerSettings
+from bespoke_fractal.server import EmbeddedServer, ServerConnection
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,6 @@ class Supervisor:
         if now - self._last < self.services.interval:
             return False
         self._last = now
-        from bespoke_fractal.server import EmbeddedServer
         from bespoke_fractal.session import embedded_managers
 
         server = EmbeddedServer(self.services.directory)
@@ -68,3 +68,10 @@ class Supervisor:
             log.warning("could not restart a service: %s", exc)
         self.restarts += restarted
         return restarted
+
+    def reconnect(self, connection: ServerConnection) -> ServerConnection:
+        """``connection`` to the embedded server at its address now (a restart moves it off a
+        port taken meanwhile); unchanged when the server is not supervised."""
+        if not self.services.server:
+            return connection
+        return connection.model_copy(update={"address": EmbeddedServer(self.services.directory).address})

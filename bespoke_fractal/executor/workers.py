@@ -29,12 +29,12 @@ def fragment_job(workflow_json: str, smiles: str, name: str, cache_directory: st
     from openff.toolkit import Molecule
 
     from bespoke_fractal.molecules import MoleculeInput
-    from bespoke_fractal.workflow.batch import _build_one
+    from bespoke_fractal.workflow.batch import build_schema
     from bespoke_fractal.workflow.factory import BespokeWorkflowFactory
 
     factory = BespokeWorkflowFactory.model_validate_json(workflow_json)
     molecule = Molecule.from_mapped_smiles(smiles, allow_undefined_stereo=True)
-    outcome = _build_one(factory, MoleculeInput(name=name, molecule=molecule), cache_directory)
+    outcome = build_schema(factory, MoleculeInput(name=name, molecule=molecule), cache_directory)
     return outcome.model_dump_json(by_alias=True)
 
 

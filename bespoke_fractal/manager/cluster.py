@@ -7,8 +7,9 @@ FILE`` runs, with three additions:
   credentials file or ``QCPORTAL_*`` variables; its password reaches the manager through the
   manager's environment (``QCF_COMPUTE_SERVER__PASSWORD``), never a file or an argument;
 - every executor's ``worker_init`` first puts this project's task programs on ``PATH``
-  (:func:`~bespoke_fractal.manager.local.write_task_bin`: the qcengine fixes, ``dftd3`` for
-  psi4 1.3), so tasks run in batch jobs give the results local managers give;
+  (:func:`~bespoke_fractal.manager.local.write_task_bin`: the qcengine fixes and each QC
+  program's commands, such as ``dftd3`` for psi4 1.3), so tasks run in batch jobs give the
+  results local managers give;
 - its rendered config (0600, no password), PID file and log live in
   ``DIR/cluster-managers/NAME/`` so that ``manager stop/status --config`` find it.
 
@@ -22,18 +23,20 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from bespoke_fractal import processes
 from bespoke_fractal.errors import ManagerError
-from bespoke_fractal.files import write_private
 from bespoke_fractal.manager import warm
+from bespoke_fractal.manager.compute_internals import PASSWORD_ENV
+from bespoke_fractal.manager.config import compute_config, write_compute_config
 from bespoke_fractal.manager.local import write_task_bin
 from bespoke_fractal.server.connection import ServerConnection
 
-PASSWORD_ENV = "QCF_COMPUTE_SERVER__PASSWORD"
+__all__ = ["PASSWORD_ENV", "ClusterManager", "ClusterManagerStatus", "read_config", "started_managers"]
 
 
 class ClusterManagerStatus(BaseModel):
@@ -44,7 +47,7 @@ class ClusterManagerStatus(BaseModel):
     log_file: str
 
 
-def read_config(path: Path) -> dict:
+def read_config(path: Path) -> dict[str, Any]:
     """The YAML mapping of a manager config, or one clear line."""
     try:
         data = yaml.safe_load(Path(path).read_text())
@@ -56,21 +59,6 @@ def read_config(path: Path) -> dict:
     if not isinstance(data, dict) or not isinstance(data.get("executors"), dict) or not data["executors"]:
         raise ManagerError(f"manager config {path} must be a mapping with at least one entry in 'executors'")
     return data
-
-
-def validate_config(data: dict, base_folder: Path, password: str | None = None):
-    """qcfractalcompute's own model of ``data`` (as its CLI would read it), or one clear line."""
-    from qcfractalcompute.config import FractalComputeConfig
-
-    data = {**data, "base_folder": str(data.get("base_folder") or base_folder)}
-    if password is not None:
-        data["server"] = {**data.get("server", {}), "password": password}
-    try:
-        return FractalComputeConfig(**data)
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        where = ".".join(str(part) for part in error["loc"])
-        raise ManagerError(f"manager config: {where}: {error['msg']}") from None
 
 
 class ClusterManager:
@@ -87,7 +75,7 @@ class ClusterManager:
         self.pid_file = self.directory / "manager.pid"
         self.log_file = self.directory / "manager.log"
 
-    def render(self) -> dict:
+    def render(self) -> dict[str, Any]:
         """The config the manager runs: the file's, with the account and the task programs."""
         data = read_config(self.config_file)
         data.setdefault("base_folder", str(self.config_file.parent))
@@ -103,7 +91,7 @@ class ClusterManager:
                 raise ManagerError(f"manager config {self.config_file}: every executor must be a mapping")
             lines = [line for line in executor.get("worker_init") or [] if str(task_bin) not in str(line)]
             executor["worker_init"] = [f'export PATH="{task_bin}:$PATH"', *lines]
-        validate_config(data, self.config_file.parent, self._password())
+        compute_config(data, self.config_file.parent, self._password())
         return data
 
     def _password(self) -> str | None:
@@ -119,7 +107,7 @@ class ClusterManager:
         if self.connection is not None:
             self.connection.check_reachable()
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
-        write_private(self.rendered_file, yaml.safe_dump(data, sort_keys=False))
+        write_compute_config(self.rendered_file, data, self._password())
         env = dict(os.environ)
         env.pop(warm.SOCKET_ENV, None)
         env[warm.DISABLE_ENV] = "1"  # tasks run in batch jobs, not beside the manager

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
-import yaml
 from pydantic import BaseModel, Field
 
 from bespoke_fractal import processes
 from bespoke_fractal.errors import ManagerError
-from bespoke_fractal.files import write_private
+from bespoke_fractal.manager.compute_internals import TASK_SCRIPT
+from bespoke_fractal.manager.config import write_compute_config
 from bespoke_fractal.server.connection import ServerConnection
 
 WARM_CLIENT = Path(__file__).with_name("warm_client.py")
@@ -33,32 +32,34 @@ class ManagerSettings(BaseModel):
 
 
 def write_task_bin(bin_dir: Path) -> Path:
-    """Write the programs QC tasks must find first on PATH (see :mod:`bespoke_fractal.compat`):
+    """Write the programs QC tasks must find first on PATH:
 
     - ``python3``: this environment's Python, running qcfractalcompute's task script with the
-      qcengine fixes of :mod:`bespoke_fractal.compat.qcengine`, in a fork of the manager's warm
-      task server when one runs (:mod:`bespoke_fractal.manager.warm`), else in a new process;
-    - ``dftd3``: the classic DFT-D3 command line on s-dftd3, for psi4 1.3's -D3 corrections,
-      unless a real ``dftd3`` is installed.
+      qcengine fixes of every QC program (:mod:`bespoke_fractal.compat.qcengine`), in a fork of
+      the manager's warm task server when one runs (:mod:`bespoke_fractal.manager.warm`), else
+      in a new process;
+    - each registered QC program's ``task_commands`` (:mod:`bespoke_fractal.qc.programs`), such
+      as psi4's ``dftd3``.
     """
+    from bespoke_fractal.qc.programs import list_programs
+
     bin_dir.mkdir(parents=True, exist_ok=True)
     python = sys.executable
-    shims = {
+    shims: dict[str, str | None] = {
         "python3": 'case "$1" in\n'
-        f'  */qcengine_compute.py) exec "{python}" -S "{WARM_CLIENT}" "{python}" "$@" ;;\n'
+        f'  */{TASK_SCRIPT}) exec "{python}" -S "{WARM_CLIENT}" "{python}" "$@" ;;\n'
         "esac\n"
         f'exec "{python}" "$@"\n'
     }
-    real_dftd3 = shutil.which("dftd3", path=os.environ.get("PATH", ""))
-    if real_dftd3 is None and importlib.util.find_spec("dftd3") is not None:
-        shims["dftd3"] = f'exec "{python}" -m bespoke_fractal.compat.dftd3 "$@"\n'
-    for name in ("python3", "dftd3"):
+    for program in list_programs():
+        shims.update(program.task_commands(python))
+    for name, body in shims.items():
         path = bin_dir / name
-        if name not in shims:
+        if body is None:
             path.unlink(missing_ok=True)
             continue
         header = "#!/bin/sh\n# written by bespoke-fractal for the QC tasks of its managers\n"
-        path.write_text(header + shims[name])
+        path.write_text(header + body)
         path.chmod(0o755)
     return bin_dir
 
@@ -96,31 +97,34 @@ class LocalManagers:
         base = self.directory / f"manager-{index}"
         return base.with_suffix(".yaml"), base.with_suffix(".pid"), base.with_suffix(".log")
 
-    def _config(self, index: int) -> dict:
+    def _config(self, index: int) -> dict[str, Any]:
+        """Manager ``index``'s config, its parts built by qcfractalcompute's models."""
+        from qcfractalcompute.config import FractalServerSettings, LocalExecutorConfig
+
         s = self.settings
         password = self.connection.password
+        server = FractalServerSettings(
+            fractal_uri=self.connection.address,
+            username=self.connection.username,
+            password=password.get_secret_value() if password else None,
+            verify=self.connection.verify,
+        )
+        executor = LocalExecutorConfig(
+            type="local",
+            max_workers=1,
+            cores_per_worker=s.cores_per_worker,
+            memory_per_worker=s.memory_per_worker,
+            compute_tags=s.compute_tags,
+            scratch_directory=str(self.directory / "scratch"),
+        )
         return {
             "cluster": f"{s.cluster}-{index}",
             "loglevel": "INFO",
             "update_frequency": s.update_frequency,
             "update_frequency_jitter": 0.0,
             "parsl_run_dir": str(self.directory / "parsl" / str(index)),
-            "server": {
-                "fractal_uri": self.connection.address,
-                "username": self.connection.username,
-                "password": password.get_secret_value() if password else None,
-                "verify": self.connection.verify,
-            },
-            "executors": {
-                "local": {
-                    "type": "local",
-                    "max_workers": 1,
-                    "cores_per_worker": s.cores_per_worker,
-                    "memory_per_worker": s.memory_per_worker,
-                    "compute_tags": s.compute_tags,
-                    "scratch_directory": str(self.directory / "scratch"),
-                }
-            },
+            "server": server.model_dump(exclude_unset=True),
+            "executors": {"local": executor.model_dump(exclude_unset=True)},
         }
 
     def _environment(self) -> dict[str, str]:
@@ -148,7 +152,7 @@ class LocalManagers:
             config_file, pid_file, log_file = self._paths(index)
             if processes.read_pid(pid_file) is not None:
                 continue
-            write_private(config_file, yaml.safe_dump(self._config(index)))
+            write_compute_config(config_file, self._config(index))
             processes.spawn(
                 [sys.executable, "-m", "bespoke_fractal.manager.run", "--config", str(config_file)],
                 pid_file=pid_file,

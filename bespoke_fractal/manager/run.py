@@ -13,29 +13,21 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from types import FrameType
 
 from qcfractalcompute.compute_manager import ComputeManager
-from qcfractalcompute.config import read_configuration
+from qcfractalcompute.config import FractalComputeConfig, read_configuration
 
 from bespoke_fractal.manager import warm
+from bespoke_fractal.manager.compute_internals import claim_only_free_slots
 
 
 class FreeSlotComputeManager(ComputeManager):
     """A ComputeManager whose claims never exceed its idle workers."""
 
-    def __init__(self, config) -> None:
+    def __init__(self, config: FractalComputeConfig) -> None:
         super().__init__(config)
-        claim = self.client.claim
-
-        def claim_free_slots(programs, compute_tags, limit):
-            max_workers = sum(
-                self._get_max_workers(self.dflow_kernel.executors[label])
-                for label in self.manager_config.executors
-            )
-            free = max_workers - self.n_total_active_tasks
-            return claim(programs, compute_tags, min(limit, free)) if free > 0 else []
-
-        self.client.claim = claim_free_slots
+        claim_only_free_slots(self)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -52,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     warm.start_beside(Path(args.config))  # before the manager, whose tasks inherit its address
     manager = FreeSlotComputeManager(config)
 
-    def stop(signum, _frame) -> None:
+    def stop(signum: int, _frame: FrameType | None) -> None:
         logging.info("received %s, returning unfinished tasks", signal.Signals(signum).name)
         manager.stop()
 

@@ -4,11 +4,11 @@ qcfractalcompute runs every QC task as a fresh ``python3 qcengine_compute.py INP
 Importing qcengine, geomeTRIC and RDKit, and qcengine describing the node (py-cpuinfo), take
 3-4 s, which for MMFF94 and GFN2-xTB optimisations is most of a task's cost. Each compute
 manager started by this project runs one warm server beside it; the managers' ``python3`` shim
-hands a task script to it
-(:mod:`bespoke_fractal.manager.warm_client`), and the server forks a child that already holds the
-imports and the fixes of :mod:`bespoke_fractal.compat.qcengine`. The child gets the client's
-stdin, stdout and stderr (passed over the socket), its working directory, environment and
-arguments, and its exit code goes back to the client, so the manager sees an ordinary process.
+hands a task script to it (:mod:`bespoke_fractal.manager.warm_client`), and the server forks a
+child that already holds the imports and the qcengine fixes of every QC program
+(:mod:`bespoke_fractal.qc.programs`). The child gets the client's stdin, stdout and stderr
+(passed over the socket), its working directory, environment and arguments, and its exit code
+goes back to the client, so the manager sees an ordinary process.
 
 The server is single-threaded (forking is safe), accepts connections only from its own user on
 a 0600 socket, kills a child whose client went away (a killed or timed-out task), and its
@@ -41,17 +41,16 @@ logger = logging.getLogger(__name__)
 SOCKET_ENV = "BESPOKE_FRACTAL_WARM_SOCKET"
 DISABLE_ENV = "BESPOKE_FRACTAL_NO_WARM"  # set (to anything) to run every task cold
 MAX_REQUEST = 1 << 20
-# imported once by the server; a module that is not installed is skipped
-PRELOAD = (
-    "numpy",
-    "qcelemental",
-    "qcengine",
-    "qcengine.procedures.geometric",
-    "geometric",
-    "geometric.optimize",
-    "rdkit.Chem.AllChem",
-    "xtb.qcschema.harness",
-)
+# imported once by the server before each QC program's own (QCProgram.preload); a module that
+# is not installed is skipped
+BASE_PRELOAD = ("numpy", "qcelemental", "qcengine")
+
+
+def preload_modules() -> tuple[str, ...]:
+    """What the server imports: :data:`BASE_PRELOAD`, then each registered program's modules."""
+    from bespoke_fractal.qc.programs import list_programs
+
+    return BASE_PRELOAD + tuple(module for program in list_programs() for module in program.preload)
 
 
 def socket_path_for(config_file: Path) -> Path:
@@ -77,7 +76,7 @@ def preload() -> list[str]:
     from bespoke_fractal.compat.qcengine import apply
 
     loaded = []
-    for name in PRELOAD:
+    for name in preload_modules():
         try:
             importlib.import_module(name)
         except Exception:  # noqa: BLE001 - an optional program, or one that cannot load here

@@ -39,6 +39,18 @@ class OptimizationError(BespokeFractalError):
     """The optimisation stage could not run (missing or failed QC data, bad input)."""
 
 
+def forcebalance_directory(output_directory: Path | str, schema_id: str) -> Path:
+    """Where :func:`optimize_schema` runs ForceBalance for the job description ``schema_id``."""
+    return Path(output_directory) / schema_id / "forcebalance"
+
+
+def forcebalance_log(output_directory: Path | str, schema_id: str) -> Path:
+    """The ForceBalance log of a fit :func:`optimize_schema` runs (read while it runs)."""
+    from bespoke_fractal.optimization.forcebalance.run import LOG_NAME
+
+    return forcebalance_directory(output_directory, schema_id) / LOG_NAME
+
+
 def usable_profiles(
     schema: BespokeOptimizationSchema,
     results: Mapping[tuple[str, str], TorsionDriveResult],
@@ -144,7 +156,7 @@ def optimize_schema(
         [t.id for t in torsions],
         profiles,
         schema.optimizer,
-        directory / "forcebalance",
+        forcebalance_directory(output_directory, schema.id),
         n_cores=n_cores,
         timeout=timeout,
     )

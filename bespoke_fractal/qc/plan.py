@@ -9,13 +9,11 @@ record their wall time (qcengine provenance) and number of gradients (their ener
 from __future__ import annotations
 
 from collections.abc import Iterable
-from functools import cache
-from importlib import resources
 from typing import TYPE_CHECKING
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
+from bespoke_fractal.qc.programs import RecordedCost, list_programs
 from bespoke_fractal.schema.qc import QCSpec
 from bespoke_fractal.server.records import record_status
 
@@ -82,7 +80,8 @@ class CostModel(BaseModel):
 
     @classmethod
     def recorded(cls, spec: QCSpec, cores_per_task: int = 1) -> CostModel:
-        """The method's recorded cost (costs.yaml); a rough guess for a method not recorded."""
+        """The method's recorded cost (its program module's ``costs``); a rough guess for a method
+        not recorded."""
         cost = recorded_costs().get(method_key(spec))
         if cost is None:
             return cls(
@@ -98,24 +97,17 @@ class CostModel(BaseModel):
         )
 
 
-class RecordedCost(BaseModel):
-    """One entry of costs.yaml."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    core_seconds_per_gradient: float = Field(gt=0)
-    gradients_per_grid_point: float = Field(gt=0)
-    note: str = ""
-
-
 def method_key(spec: QCSpec) -> str:
+    """``program/method/basis`` (``none`` without basis), the key of :func:`recorded_costs`."""
     return f"{spec.program}/{spec.method}/{spec.basis or 'none'}"
 
 
-@cache
 def recorded_costs() -> dict[str, RecordedCost]:
-    text = resources.files("bespoke_fractal.qc").joinpath("costs.yaml").read_text()
-    return {key: RecordedCost(**value) for key, value in yaml.safe_load(text).items()}
+    """Every registered program's recorded costs (:mod:`bespoke_fractal.qc.programs`), by
+    :func:`method_key`."""
+    return {
+        f"{program.name}/{key}": cost for program in list_programs() for key, cost in program.costs.items()
+    }
 
 
 def _dataset(client: PortalClient, spec: QCSpec):

@@ -324,7 +324,7 @@ class TorsionDriveStage:
             for i in opt_ids
         ]
         raw = [float(optimizations[i].energies[-1]) for i in opt_ids]
-        check = energy_check_for(drive.spec.program).check(drive.spec, canonical, geometries, raw)
+        check = energy_check_for(drive.spec.program).check_energies(drive.spec, canonical, geometries, raw)
         hartree = [e * check.scale for e in raw]
         lowest = min(hartree)
         order = drive.torsion.canonical_to_input

@@ -48,10 +48,10 @@ def build_schemas(
     """
     batch = load_batch(sources, enumerate_stereo)
     if n_workers <= 1 or len(batch) <= 1:
-        return [_build_one(factory, item, cache_directory) for item in batch]
+        return [build_schema(factory, item, cache_directory) for item in batch]
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=min(n_workers, len(batch)), mp_context=context) as pool:
-        futures = [pool.submit(_build_one, factory, item, cache_directory) for item in batch]
+        futures = [pool.submit(build_schema, factory, item, cache_directory) for item in batch]
         return [_outcome(future, item) for future, item in zip(futures, batch, strict=True)]
 
 
@@ -78,9 +78,10 @@ def _outcome(future: Future, item: MoleculeInput) -> SchemaOutcome:
         return SchemaOutcome(name=item.name, error=f"fragmentation worker failed: {first_line(exc)}")
 
 
-def _build_one(
+def build_schema(
     factory: BespokeWorkflowFactory, item: MoleculeInput, cache_directory: Path | str | None
 ) -> SchemaOutcome:
+    """The job description of one molecule, or its one-line error (never raises for a bad one)."""
     if not item.ok:
         return SchemaOutcome(name=item.name, error=item.error)
     start = time.perf_counter()

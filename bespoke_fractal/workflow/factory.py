@@ -14,7 +14,7 @@ import yaml
 from openff.toolkit import Molecule
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from bespoke_fractal.errors import MoleculeInputError, WorkflowError
+from bespoke_fractal.errors import MoleculeInputError, WorkflowError, validation_line
 from bespoke_fractal.forcefield import check_parametrizes, check_unconstrained
 from bespoke_fractal.fragmentation import (
     DEFAULT_TARGET_SMARTS,
@@ -175,10 +175,7 @@ class BespokeWorkflowFactory(BaseModel):
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            error = exc.errors()[0]
-            field = ".".join(str(part) for part in error["loc"])
-            message = error["msg"].removeprefix("Value error, ")
-            raise WorkflowError(f"{where}: {field}: {message}") from None
+            raise WorkflowError(f"{where}: {validation_line(exc)}") from None
 
     # ---- molecules -> job descriptions -------------------------------------------------
 

@@ -4,28 +4,25 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from bespoke_fractal.cli_options import with_options
+from bespoke_fractal.cli.options import directory_option, fractal_options, with_options
+
+if TYPE_CHECKING:
+    from bespoke_fractal.schema.qc import QCSpec
+    from bespoke_fractal.server import ServerConnection
 
 DESTINATION_OPTIONS = [
-    click.option(
-        "--directory",
-        type=click.Path(file_okay=False, path_type=Path),
-        default=Path("bespoke-executor"),
-        show_default=True,
-        help="Executor directory whose embedded server is used (started for the command if stopped).",
+    directory_option(
+        "Executor directory whose embedded server is used (started for the command if stopped)."
     ),
-    click.option(
-        "--fractal-address", help="URL of an external QCFractal server instead of the embedded one."
-    ),
-    click.option(
-        "--fractal-credentials",
-        type=click.Path(dir_okay=False, path_type=Path),
-        help="YAML file with username and password (and address) for that server; chmod 600.",
+    *fractal_options(
+        "URL of an external QCFractal server instead of the embedded one.",
+        "YAML file with username and password (and address) for that server; chmod 600.",
     ),
 ]
 SELECTION_OPTIONS = [
@@ -36,13 +33,13 @@ SELECTION_OPTIONS = [
 ]
 
 
-@click.group()
-def cache() -> None:
+@click.group("cache")
+def group() -> None:
     """Import completed torsion drives from another server or a file, so fits find them and do
     not recompute them; export them to a file (docs/cache.md)."""
 
 
-def _ids(values: tuple[str, ...]) -> list[int]:
+def _ids(values: Sequence[str]) -> list[int]:
     ids = []
     for value in values:
         for part in value.replace(",", " ").split():
@@ -53,7 +50,7 @@ def _ids(values: tuple[str, ...]) -> list[int]:
     return ids
 
 
-def _spec_choice(preset: str | None, grid_spacing: int | None):
+def _spec_choice(preset: str | None, grid_spacing: int | None) -> QCSpec | str | None:
     from bespoke_fractal.schema.qc import get_preset
 
     if grid_spacing is not None and not preset:
@@ -66,12 +63,12 @@ def _spec_choice(preset: str | None, grid_spacing: int | None):
 
 @contextlib.contextmanager
 def _destination(
-    directory: Path, address: str | None, credentials: Path | None, compute_credentials=None
-) -> Iterator:
+    directory: Path, address: str | None, credentials: Path | None, compute_credentials: Path | None = None
+) -> Iterator[tuple[ServerConnection, ServerConnection, str]]:
     """(submit connection, compute connection, label); an embedded server stopped before is
     started for the command and stopped after it."""
     from bespoke_fractal.server import EmbeddedServer, ServerConnection
-    from bespoke_fractal.session import fractal_connection
+    from bespoke_fractal.session import fractal_connection, temporary_server
 
     external = fractal_connection(address, credentials)
     if external is not None:
@@ -82,21 +79,15 @@ def _destination(
         return
     if compute_credentials:
         raise click.UsageError("--compute-credentials is for an external server (--fractal-address)")
-    server = EmbeddedServer(directory)
-    if not server.initialized:
+    if not EmbeddedServer(directory).initialized:
         raise click.UsageError(
             f"{directory} holds no embedded server (start one with 'bespoke-fractal server start')"
         )
-    started = not server.status().running
-    server.start()
-    try:
+    with temporary_server(directory) as server:
         yield server.connection("submit"), server.connection("compute"), f"{server.address} ({directory})"
-    finally:
-        if started:
-            server.stop()
 
 
-@cache.command("export")
+@group.command("export")
 @click.option(
     "--file",
     "path",
@@ -111,16 +102,16 @@ def _destination(
 @click.option("--grid-spacing", type=int, help="With --preset: only drives at this grid spacing.")
 @click.option("--no-gradients", is_flag=True, help="Leave out the final gradient of each optimisation.")
 @with_options(DESTINATION_OPTIONS)
-def cache_export(
-    path,
-    datasets,
-    record_ids,
-    preset,
-    grid_spacing,
-    no_gradients,
-    directory,
-    fractal_address,
-    fractal_credentials,
+def export(
+    path: Path,
+    datasets: tuple[str, ...],
+    record_ids: tuple[str, ...],
+    preset: str | None,
+    grid_spacing: int | None,
+    no_gradients: bool,
+    directory: Path,
+    fractal_address: str | None,
+    fractal_credentials: Path | None,
 ) -> None:
     """Write completed torsion drives of the executor's server to a file."""
     from bespoke_fractal.cache import SourceSelection, read_server_drives, write_archive
@@ -154,7 +145,7 @@ def cache_export(
     click.echo(f"wrote {len(archive.drives)} drive(s), {n_opt} optimisations, to {path}")
 
 
-@cache.command("import")
+@group.command("import")
 @click.option("--from", "source_address", help="Address of the QCFractal server to import from.")
 @click.option(
     "--credentials",
@@ -187,20 +178,20 @@ def cache_export(
     "(default: --fractal-credentials, which then needs the admin role).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the import report as JSON.")
-def cache_import(
-    source_address,
-    credentials,
-    datasets,
-    record_ids,
-    path,
-    preset,
-    grid_spacing,
-    timeout,
-    directory,
-    fractal_address,
-    fractal_credentials,
-    compute_credentials,
-    as_json,
+def import_(
+    source_address: str | None,
+    credentials: Path | None,
+    datasets: tuple[str, ...],
+    record_ids: tuple[str, ...],
+    path: Path | None,
+    preset: str | None,
+    grid_spacing: int | None,
+    timeout: float,
+    directory: Path,
+    fractal_address: str | None,
+    fractal_credentials: Path | None,
+    compute_credentials: Path | None,
+    as_json: bool,
 ) -> None:
     """Bring completed torsion drives from a server or a file to the executor's server, so later
     fits find them by their torsion identity instead of recomputing them."""
