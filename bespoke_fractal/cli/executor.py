@@ -5,11 +5,13 @@ Each command is a few lines over :class:`~bespoke_fractal.executor.JobClient` (t
 
 from __future__ import annotations
 
+import functools
 import signal
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -132,7 +134,36 @@ def molecule_options(function: F) -> F:
             "and score the fit on it (the workflow's drive_parent).",
         ),
     ]
-    return with_workflow_options(with_options(options)(function))
+
+    @functools.wraps(function)
+    def command(
+        smiles: tuple[str, ...],
+        files: tuple[Path, ...],
+        target_torsions: tuple[str, ...],
+        enumerate_stereo: bool,
+        drive_parent: bool,
+        preset: str | None,
+        workflow_file: Path | None,
+        changes: tuple[str, ...],
+        **rest: Any,
+    ) -> Any:
+        require_molecules(smiles, files)
+        factory = _factory(preset, workflow_file, changes, target_torsions, drive_parent)
+        request = MoleculeRequest(
+            sources=[*smiles, *files], factory=factory, enumerate_stereo=enumerate_stereo
+        )
+        return function(molecules=request, **rest)
+
+    return with_workflow_options(with_options(options)(command))  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class MoleculeRequest:
+    """What ``molecule_options`` read: the molecules to fit and the workflow to fit them with."""
+
+    sources: list[str | Path]
+    factory: BespokeWorkflowFactory
+    enumerate_stereo: bool
 
 
 plan_option = click.option(
@@ -201,19 +232,13 @@ def _factory(
     return factory
 
 
-def _submit(
-    client: JobClient,
-    sources: Sequence[str | Path],
-    factory: BespokeWorkflowFactory,
-    enumerate_stereo: bool,
-    plan: bool,
-) -> tuple[list[str], int]:
+def _submit(client: JobClient, molecules: MoleculeRequest, plan: bool) -> tuple[list[str], int]:
     """Queue every molecule, printing each job id (or error line); with ``plan`` the QC plan is
     shown on stderr first. Returns the job ids and how many molecules were not queued."""
     submissions = client.submit_batch(
-        sources,
-        factory,
-        enumerate_stereo=enumerate_stereo,
+        molecules.sources,
+        molecules.factory,
+        enumerate_stereo=molecules.enumerate_stereo,
         plan=plan,
         on_plan=lambda batch_plan: print_plan(batch_plan, errors),
     )
@@ -318,14 +343,7 @@ def launch(directory: Path, database_url: str | None, **options: Any) -> None:
 def submit(
     directory: Path,
     database_url: str | None,
-    smiles: tuple[str, ...],
-    files: tuple[Path, ...],
-    target_torsions: tuple[str, ...],
-    enumerate_stereo: bool,
-    drive_parent: bool,
-    preset: str | None,
-    workflow_file: Path | None,
-    changes: tuple[str, ...],
+    molecules: MoleculeRequest,
     plan: bool,
 ) -> None:
     """Queue fits and print their job ids (a running executor on DIR picks them up).
@@ -333,11 +351,9 @@ def submit(
     The QC plan goes to stderr; it checks the cache of the embedded server when that runs."""
     from bespoke_fractal.executor.service import DirectoryLock
 
-    require_molecules(smiles, files)
-    factory = _factory(preset, workflow_file, changes, target_torsions, drive_parent)
     client = _job_client(directory, database_url)
     client.open(create=True)  # a bad database URL fails before the molecules are read
-    _job_ids, failed = _submit(client, [*smiles, *files], factory, enumerate_stereo, plan)
+    _job_ids, failed = _submit(client, molecules, plan)
     if DirectoryLock(directory).holder() is None:
         errors.print(
             f"note: no executor is running on {directory}; the jobs wait until one does "
@@ -363,14 +379,7 @@ def submit(
 def plan(
     directory: Path,
     database_url: str | None,
-    smiles: tuple[str, ...],
-    files: tuple[Path, ...],
-    target_torsions: tuple[str, ...],
-    enumerate_stereo: bool,
-    drive_parent: bool,
-    preset: str | None,
-    workflow_file: Path | None,
-    changes: tuple[str, ...],
+    molecules: MoleculeRequest,
     fractal_address: str | None,
     fractal_credentials: Path | None,
     n_fragmenter_workers: int,
@@ -386,8 +395,6 @@ def plan(
     from bespoke_fractal.molecules import load_molecules
     from bespoke_fractal.session import fractal_connection
 
-    require_molecules(smiles, files)
-    factory = _factory(preset, workflow_file, changes, target_torsions, drive_parent)
     executor = BespokeExecutor(  # checks the worker settings as ``launch`` would
         n_fragmenter_workers=n_fragmenter_workers,
         qc_compute_worker_config=BespokeWorkerConfig(n_cores=qc_compute_n_cores),
@@ -395,8 +402,10 @@ def plan(
         fractal_server=fractal_connection(fractal_address, fractal_credentials),
         database_url=database_url,
     )
-    items = [item for source in [*smiles, *files] for item in load_molecules(source, enumerate_stereo)]
-    result = executor.client.plan(items, factory)
+    items = [
+        item for source in molecules.sources for item in load_molecules(source, molecules.enumerate_stereo)
+    ]
+    result = executor.client.plan(items, molecules.factory)
     if as_json:
         click.echo(result.model_dump_json(indent=2))
     else:
@@ -472,14 +481,7 @@ def retrieve(directory: Path, database_url: str | None, job_id: str, output: Pat
 def run(
     directory: Path,
     database_url: str | None,
-    smiles: tuple[str, ...],
-    files: tuple[Path, ...],
-    target_torsions: tuple[str, ...],
-    enumerate_stereo: bool,
-    drive_parent: bool,
-    preset: str | None,
-    workflow_file: Path | None,
-    changes: tuple[str, ...],
+    molecules: MoleculeRequest,
     plan: bool,
     output: Path,
     **options: Any,
@@ -487,12 +489,10 @@ def run(
     """Launch, submit, watch and retrieve in one command, then stop what was started."""
     from bespoke_fractal.executor import ExecutorError
 
-    require_molecules(smiles, files)
-    factory = _factory(preset, workflow_file, changes, target_torsions, drive_parent)
     start = time.monotonic()
     with _executor(directory, database_url, **options) as executor:
         console.print(f"executor running on {executor.directory} ({time.monotonic() - start:.1f} s)")
-        job_ids, failed = _submit(executor.client, [*smiles, *files], factory, enumerate_stereo, plan)
+        job_ids, failed = _submit(executor.client, molecules, plan)
 
         def alive() -> None:
             if not executor.running:

@@ -2,17 +2,35 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
-from bespoke_fractal.cli.options import directory_option, server_env_option, server_file_option
+from bespoke_fractal.cli.options import (
+    F,
+    directory_option,
+    server_env_option,
+    server_file_option,
+    with_options,
+)
 from bespoke_fractal.cli.tables import console, managers_table
 
 if TYPE_CHECKING:
     from bespoke_fractal.manager import LocalManagers, ManagerSettings
     from bespoke_fractal.manager.cluster import ClusterManager
+
+
+# where the managers' server is: the embedded one in DIR, or a credentials file / QCPORTAL_* env
+manager_server_options = with_options([directory_option(), server_file_option, server_env_option])
+
+
+def config_option(help_text: str) -> Callable[[F], F]:
+    """``--config FILE``: a scheduler manager config (manager_configs/*.yaml)."""
+    return click.option(
+        "--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), help=help_text
+    )
 
 
 @click.group("manager")
@@ -50,14 +68,9 @@ def _cluster_manager(
 
 
 @group.command("start")
-@directory_option()
-@server_file_option
-@server_env_option
-@click.option(
-    "--config",
-    "config_file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Run one manager from a scheduler config (manager_configs/slurm.yaml, ...) in the "
+@manager_server_options
+@config_option(
+    "Run one manager from a scheduler config (manager_configs/slurm.yaml, ...) in the "
     "background; its account is the config's own unless --server-file, --server-env or "
     "--directory (the embedded server's compute account) is given.",
 )
@@ -123,15 +136,8 @@ def start(
 
 
 @group.command("stop")
-@directory_option()
-@server_file_option
-@server_env_option
-@click.option(
-    "--config",
-    "config_file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Stop the manager started from this config.",
-)
+@manager_server_options
+@config_option("Stop the manager started from this config.")
 def stop(directory: Path, server_file: Path | None, server_env: bool, config_file: Path | None) -> None:
     """Stop the managers; their unfinished tasks go back to the server."""
     if config_file is not None:
@@ -145,9 +151,7 @@ def stop(directory: Path, server_file: Path | None, server_env: bool, config_fil
 
 
 @group.command("status")
-@directory_option()
-@server_file_option
-@server_env_option
+@manager_server_options
 def status(directory: Path, server_file: Path | None, server_env: bool) -> None:
     """List the local manager processes and those started from configs."""
     from bespoke_fractal.manager.cluster import started_managers

@@ -208,28 +208,16 @@ def plan_table(plan: QCPlan) -> Table:
         if molecule.error:
             table.add_row(molecule.name, "-", "-", "-", "-", "-", "-", end_section=False)
             continue
-        d = molecule.drives
-        table.add_row(
-            molecule.name,
-            str(d.targets),
-            _drives(d),
-            str(d.complete) if checked else "?",
-            str(d.in_progress) if checked else "?",
-            str(d.to_compute),
-            f"{molecule.estimated_core_hours:.3g}",
-        )
-    t = plan.total
+        table.add_row(*_plan_row(molecule.name, molecule.drives, molecule.estimated_core_hours, checked))
     table.add_section()
-    table.add_row(
-        "total",
-        str(t.targets),
-        _drives(t),
-        str(t.complete) if checked else "?",
-        str(t.in_progress) if checked else "?",
-        str(t.to_compute),
-        f"{plan.estimated_core_hours:.3g}",
-    )
+    table.add_row(*_plan_row("total", plan.total, plan.estimated_core_hours, checked))
     return table
+
+
+def _plan_row(name: str, d: DriveCounts, core_hours: float, checked: bool) -> list[str]:
+    """One row of the plan table: drive counts (cache columns '?' when no server was asked)."""
+    cached = [str(d.complete), str(d.in_progress)] if checked else ["?", "?"]
+    return [name, str(d.targets), _drives(d), *cached, str(d.to_compute), f"{core_hours:.3g}"]
 
 
 def print_plan(plan: QCPlan, to: Console) -> None:
