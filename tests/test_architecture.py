@@ -167,6 +167,20 @@ def test_schema_imports_no_stage_or_service():
     )
 
 
+def test_no_stage_imports_another_stage():
+    """Data flows one way through models of ``schema``: the fit reads drive results, not the QC
+    stage; the QC stage reads torsion identities, not fragmentation."""
+    stages = {f"{PACKAGE}.{name}" for name in ("fragmentation", "qc", "optimization")}
+    offending = [
+        f"{i.where()} imports {top(i.target)}"
+        for i in package_imports()
+        if top(i.importer) in stages and top(i.target) in stages and top(i.target) != top(i.importer)
+    ]
+    assert not offending, "a stage imports another stage (share a model in schema instead):\n" + "\n".join(
+        offending
+    )
+
+
 def _cycles(edges: dict[str, set[str]]) -> list[tuple[list[str], set[str]]]:
     """One cycle (as a closed path) per strongly connected component of more than one node, with
     the component."""
