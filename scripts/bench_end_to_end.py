@@ -12,20 +12,16 @@ of the coordinator.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import tempfile
 import time
-from pathlib import Path
 
 from bench_executor import qc_task_times
-from bench_load import PeakMemory, wait_all
+from bench_load import PeakMemory, scratch_executor, wait_all
 from rich.console import Console
 from rich.table import Table
 
-from bespoke_fractal.executor import BespokeExecutor, BespokeWorkerConfig, JobStore
+from bespoke_fractal.executor import JobStore
 from bespoke_fractal.server import EmbeddedServer
-from bespoke_fractal.workflow import BespokeWorkflowFactory
 
 MOLECULES = {
     "paracetamol": "CC(=O)Nc1ccc(O)cc1",
@@ -45,17 +41,10 @@ def main() -> None:
     parser.add_argument("--n-qc-workers", type=int, default=2)
     args = parser.parse_args()
 
-    root = Path(tempfile.mkdtemp(prefix="bf-e2e-", dir="/tmp"))
-    os.chmod(root, 0o755)
-    directory = root / "executor"
-    factory = BespokeWorkflowFactory.from_preset(args.workflow, **{"qc_spec.grid_spacing": args.grid_spacing})
-    smiles = MOLECULES
-    executor = BespokeExecutor(
-        n_qc_compute_workers=args.n_qc_workers,
-        qc_compute_worker_config=BespokeWorkerConfig(n_cores=1),
-        directory=directory,
-        poll_interval=1.0,
+    root, directory, factory, executor = scratch_executor(
+        "bf-e2e-", args.workflow, args.grid_spacing, args.n_qc_workers
     )
+    smiles = MOLECULES
     try:
         with executor:
             memory = PeakMemory(executor.coordinator_pid)

@@ -19,6 +19,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 from rich.console import Console
@@ -58,6 +59,25 @@ def wait_all(store: JobStore, ids: list[str], interval: float = 1.0) -> list:
         time.sleep(interval)
 
 
+def scratch_executor(
+    prefix: str, workflow: str, grid_spacing: int, n_qc_workers: int, **options: Any
+) -> tuple[Path, Path, BespokeWorkflowFactory, BespokeExecutor]:
+    """A fresh directory under /tmp (``root``, removed by the caller), an executor on
+    ``root/executor`` with one-core QC workers, and the workflow preset at ``grid_spacing``."""
+    root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    os.chmod(root, 0o755)
+    directory = root / "executor"
+    factory = BespokeWorkflowFactory.from_preset(workflow, **{"qc_spec.grid_spacing": grid_spacing})
+    executor = BespokeExecutor(
+        n_qc_compute_workers=n_qc_workers,
+        qc_compute_worker_config=BespokeWorkerConfig(n_cores=1),
+        directory=directory,
+        poll_interval=1.0,
+        **options,
+    )
+    return root, directory, factory, executor
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--full", action="store_true", help="all 50 molecules")
@@ -69,16 +89,12 @@ def main() -> None:
     args = parser.parse_args()
     molecules = SMALL_MOLECULES if args.full else SMALL_MOLECULES[: args.n]
 
-    root = Path(tempfile.mkdtemp(prefix="bf-load-", dir="/tmp"))
-    os.chmod(root, 0o755)
-    directory = root / "executor"
-    factory = BespokeWorkflowFactory.from_preset(args.workflow, **{"qc_spec.grid_spacing": args.grid_spacing})
-    executor = BespokeExecutor(
+    root, directory, factory, executor = scratch_executor(
+        "bf-load-",
+        args.workflow,
+        args.grid_spacing,
+        args.n_qc_workers,
         n_fragmenter_workers=args.n_fragmenter_workers,
-        n_qc_compute_workers=args.n_qc_workers,
-        qc_compute_worker_config=BespokeWorkerConfig(n_cores=1),
-        directory=directory,
-        poll_interval=1.0,
     )
     try:
         with executor:
