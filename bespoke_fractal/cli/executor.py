@@ -34,7 +34,15 @@ from bespoke_fractal.cli.options import (
     with_options,
     with_workflow_options,
 )
-from bespoke_fractal.cli.tables import console, errors, jobs_table, print_plan, rmse_table, stage_summary
+from bespoke_fractal.cli.tables import (
+    combine_table,
+    console,
+    errors,
+    jobs_table,
+    print_plan,
+    rmse_table,
+    stage_summary,
+)
 
 if TYPE_CHECKING:
     from bespoke_fractal.executor import BespokeExecutor, BespokeExecutorOutput, JobClient
@@ -166,6 +174,14 @@ class MoleculeRequest:
     enumerate_stereo: bool
 
 
+combined_output_option = click.option(
+    "--combined-output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also combine the successful jobs into one checked force field (and FILE's "
+    "<stem>.combine.json report); see 'executor combine'.",
+)
+
+
 plan_option = click.option(
     "--plan/--no-plan",
     default=True,
@@ -215,6 +231,13 @@ def _job_client(directory: Path, database_url: str | None) -> JobClient:
     from bespoke_fractal.executor import JobClient
 
     return JobClient(directory, database_url)
+
+
+def _file_client(directory: Path) -> JobClient:
+    """A client that is only asked to read written job files (the store is never opened)."""
+    from bespoke_fractal.executor import JobClient
+
+    return JobClient(directory)
 
 
 def _factory(
@@ -301,6 +324,31 @@ def _report(
                     errors.print(f"tracebacks, if any, are in {log_file}")
             click.echo(f"Error: {output.error or f'job {output.id} is {output.status}'}", err=True)
     return failed
+
+
+def _combine(client: JobClient, jobs: Sequence[str | Path], output: Path) -> None:
+    """Combine ``jobs`` into ``output``, print the report table and where it was written."""
+    from bespoke_fractal.optimization.combine import report_path
+
+    report = client.combine(jobs, output)
+    console.print(combine_table(report))
+    for action in report.actions:
+        console.print(f"resolved: {action}")
+    for key, why in report.removed.items():
+        console.print(f"removed {key}: {why}")
+    console.print(f"wrote {output} and {report_path(output).name}")
+
+
+def _combine_successful(client: JobClient, outputs: Sequence[BespokeExecutorOutput], output: Path) -> None:
+    """``--combined-output``: combine the jobs that succeeded; say which were left out."""
+    good = [o.id for o in outputs if o.status == "success" and o.offxml is not None]
+    for o in outputs:
+        if o.id not in good:
+            errors.print(f"combine: job {o.id} ({o.name}) left out: {o.status}")
+    if not good:
+        click.echo("Error: combine: no job succeeded", err=True)
+        return
+    _combine(client, good, output)
 
 
 # -- commands ---------------------------------------------------------------------------------
@@ -461,10 +509,51 @@ def list_jobs(directory: Path, database_url: str | None, status: str | None, as_
     required=True,
     help="Directory for force-field.offxml, result.json, rmse.csv and plots/.",
 )
-def retrieve(directory: Path, database_url: str | None, job_id: str, output: Path) -> None:
+@combined_output_option
+def retrieve(
+    directory: Path, database_url: str | None, job_id: str, output: Path, combined_output: Path | None
+) -> None:
     """Write a job's force field, result, RMSE table and plots; exit 1 if it did not succeed."""
-    if _report([_job_client(directory, database_url).retrieve(job_id)], output, directory / LOG_NAME):
+    client = _job_client(directory, database_url)
+    failed = _report([client.retrieve(job_id)], output, directory / LOG_NAME)
+    if combined_output is not None:
+        _combine_successful(client, [client.retrieve(job_id)], combined_output)
+    if failed:
         sys.exit(1)
+
+
+@group.command("combine")
+@executor_directory_options
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The combined force field (.offxml); its report goes to <stem>.combine.json beside it.",
+)
+@click.option("--id", "job_ids", multiple=True, help="Job id of DIR (repeatable).")
+@click.option(
+    "--ff",
+    "force_fields",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A job's written force-field.offxml, with its result.json beside it (repeatable).",
+)
+def combine(
+    directory: Path,
+    database_url: str | None,
+    output: Path,
+    job_ids: tuple[str, ...],
+    force_fields: tuple[Path, ...],
+) -> None:
+    """One force field for a series: the initial force field plus every job's bespoke torsions.
+
+    Every molecule is labelled with it and must get its own fit's parameter on every torsion; a
+    SMIRKS that captures another molecule's torsion is made more specific, torsions fitted to
+    the same fragment drive share the earliest job's parameter. Nothing is written on failure."""
+    if not job_ids and not force_fields:
+        raise click.UsageError("give the jobs to combine with --id and/or --ff")
+    client = _job_client(directory, database_url) if job_ids else _file_client(directory)
+    _combine(client, [*job_ids, *force_fields], output)
 
 
 @group.command("run")
@@ -478,12 +567,14 @@ def retrieve(directory: Path, database_url: str | None, job_id: str, output: Pat
     required=True,
     help="Directory for the results (one job-<id>/ per molecule when there are several).",
 )
+@combined_output_option
 def run(
     directory: Path,
     database_url: str | None,
     molecules: MoleculeRequest,
     plan: bool,
     output: Path,
+    combined_output: Path | None,
     **options: Any,
 ) -> None:
     """Launch, submit, watch and retrieve in one command, then stop what was started."""
@@ -500,6 +591,8 @@ def run(
 
         outputs = watch_jobs(executor.client, job_ids, check=alive) if job_ids else []
     failed += _report(outputs, output, directory / LOG_NAME)
+    if combined_output is not None:
+        _combine_successful(executor.client, outputs, combined_output)
     console.print(f"wall time {time.monotonic() - start:.1f} s")
     if failed:
         sys.exit(1)

@@ -138,7 +138,7 @@ workflow_options = [
     click.option(
         "--workflow-file",
         type=click.Path(dir_okay=False, exists=True, path_type=Path),
-        help="Workflow saved with 'workflow save' (YAML or JSON).",
+        help="Workflow saved with 'workflow save', or an openff-bespokefit workflow file (YAML or JSON).",
     ),
     click.option(
         "--set",

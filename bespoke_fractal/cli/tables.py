@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from bespoke_fractal.executor import BespokeExecutorOutput, QCPlan
     from bespoke_fractal.manager.cluster import ClusterManagerStatus
     from bespoke_fractal.manager.local import ManagerProcess
+    from bespoke_fractal.optimization.combine import CombineReport
     from bespoke_fractal.qc.check import CheckResult
     from bespoke_fractal.qc.plan import DriveCounts
     from bespoke_fractal.schema.qc import QCSpec
@@ -230,3 +231,36 @@ def print_plan(plan: QCPlan, to: Console) -> None:
             to.print(f"{molecule.name}: no drives ({reason})", markup=False, highlight=False)
     to.print(plan.summary(), markup=False, highlight=False)
     to.print(f"cost model: {plan.cost_model.source}", markup=False, highlight=False)
+
+
+def combine_table(report: CombineReport) -> Table:
+    """Per molecule and fitted torsion of a combined force field: its ids there, what was done,
+    and the relaxed parent-scan RMSE against QC with its own and the combined force field."""
+    table = Table(
+        "job",
+        "molecule",
+        "bonds",
+        "ids in combined force field",
+        "action",
+        "RMSE own → combined",
+        title=f"combined force field: {report.bespoke_parameters} bespoke torsions, "
+        f"{len(report.molecules)} molecules",
+        caption="RMSE (kcal/mol): relaxed MM scan of the parent vs the target's QC profile; "
+        "= : not rescanned, the parameters are identical",
+    )
+    for molecule in report.molecules:
+        for torsion in molecule.torsions:
+            rmse = "-"
+            if torsion.rmse_own is not None and torsion.rmse_combined is not None:
+                rmse = f"{torsion.rmse_own:.3f} → {torsion.rmse_combined:.3f}"
+                rmse += "" if torsion.scanned else " (=)"
+            action = torsion.action + (f": {torsion.note}" if torsion.note else "")
+            table.add_row(
+                molecule.job_id,
+                molecule.name,
+                " ".join(f"{a}-{b}" for a, b in torsion.parent_bonds),
+                " ".join(torsion.combined_ids),
+                action,
+                rmse,
+            )
+    return table

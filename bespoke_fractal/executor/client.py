@@ -33,11 +33,14 @@ from bespoke_fractal.workflow.factory import BespokeWorkflowFactory
 if TYPE_CHECKING:
     from qcportal import PortalClient
 
+    from bespoke_fractal.optimization.combine import CombineJob, CombineReport, Scan
+
 DEFAULT_DIRECTORY = Path("bespoke-executor")
 FINAL = ("success", "errored")
 
 WorkflowLike = BespokeWorkflowFactory | str | Path | None
 JobInput = Molecule | str | Path | MoleculeInput | BespokeOptimizationSchema
+CombineInput = str | int | Path | BespokeExecutorOutput
 Sources = str | Path | Molecule | Iterable[str | Path | Molecule | MoleculeInput]
 
 
@@ -320,3 +323,48 @@ class JobClient:
     def list(self, status: str | None = None) -> list[BespokeExecutorOutput]:
         """Every job (or those with ``status``), in id order."""
         return self.store.outputs(status)
+
+    # -- combining -----------------------------------------------------------------------------
+    def combine(
+        self, jobs: Iterable[CombineInput], output_path: str | Path, scan: Scan = "changed"
+    ) -> CombineReport:
+        """One force field for a series: the initial force field plus every job's bespoke
+        torsions, each molecule checked to keep its own torsion parameters (see
+        :mod:`bespoke_fractal.optimization.combine`). ``jobs``: job ids of this directory, their
+        outputs, or written ``force-field.offxml`` files with ``result.json`` beside them. Writes
+        ``output_path`` and ``<stem>.combine.json`` only when every molecule checks out."""
+        from bespoke_fractal.optimization.combine import combine_jobs
+
+        _force_field, report = combine_jobs([self._combine_job(job) for job in jobs], output_path, scan)
+        return report
+
+    def _combine_job(self, job: CombineInput) -> CombineJob:
+        from bespoke_fractal.optimization.combine import CombineJob
+
+        if isinstance(job, Path) or (isinstance(job, str) and job.endswith(".offxml")):
+            return combine_job_from_file(job)
+        output = job if isinstance(job, BespokeExecutorOutput) else self.retrieve(job)
+        try:
+            schema = self.store.job_record(output.id).optimization_schema
+        except BespokeFractalError:
+            schema = None
+        return CombineJob.from_output(output, schema)
+
+
+def combine_job_from_file(path: str | Path) -> CombineJob:
+    """A job to combine from its written ``force-field.offxml`` and the ``result.json`` beside it
+    (``executor retrieve``); drives are then known by their QC profiles."""
+    from bespoke_fractal.executor.output import RESULT_NAME
+    from bespoke_fractal.optimization.combine import CombineError, CombineJob
+
+    path = Path(path)
+    result = path.with_name(RESULT_NAME)
+    if not path.is_file():
+        raise CombineError(f"{path}: no such force field file")
+    if not result.is_file():
+        raise CombineError(f"{path}: no {RESULT_NAME} beside it (write both with 'executor retrieve')")
+    try:
+        output = BespokeExecutorOutput.model_validate_json(result.read_text())
+    except ValueError as exc:
+        raise CombineError(f"{result}: not a job result ({str(exc).splitlines()[0]})") from None
+    return CombineJob.from_output(output.model_copy(update={"offxml": path.read_text()}))

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psutil
 from openff.toolkit import Molecule
@@ -24,6 +25,7 @@ from bespoke_fractal.errors import ServerError, validation_line
 from bespoke_fractal.executor.client import (
     DEFAULT_DIRECTORY,
     FINAL,
+    CombineInput,
     JobClient,
     JobInput,
     WorkflowLike,
@@ -49,6 +51,9 @@ from bespoke_fractal.manager import LocalManagers, ManagerSettings
 from bespoke_fractal.molecules import MoleculeInput
 from bespoke_fractal.server import EmbeddedServer, ServerConnection, ServerSettings
 from bespoke_fractal.session import embedded_managers
+
+if TYPE_CHECKING:
+    from bespoke_fractal.optimization.combine import CombineReport, Scan
 
 __all__ = [
     "DEFAULT_DIRECTORY",
@@ -318,6 +323,12 @@ class BespokeExecutor:
     def list(self) -> list[BespokeExecutorOutput]:
         """Every job of the directory, in id order."""
         return self.client.list()
+
+    def combine(
+        self, jobs: Iterable[CombineInput], output_path: str | Path, scan: Scan = "changed"
+    ) -> CombineReport:
+        """One checked force field for a series of fitted jobs (see :meth:`JobClient.combine`)."""
+        return self.client.combine(jobs, output_path, scan)
 
 
 def wait_until_complete(

@@ -28,6 +28,7 @@ from bespoke_fractal.molecules import load_molecule
 from bespoke_fractal.schema.optimizers import ForceBalanceSettings, SMIRKSSettings
 from bespoke_fractal.schema.qc import QCSpec, get_preset
 from bespoke_fractal.schema.workflow import BespokeOptimizationSchema
+from bespoke_fractal.workflow.bespokefit import factory_from_bespokefit, is_bespokefit_workflow
 
 DEFAULT_FORCE_FIELD = "openff_unconstrained-2.2.1.offxml"
 
@@ -128,7 +129,8 @@ class BespokeWorkflowFactory(BaseModel):
 
     @classmethod
     def from_file(cls, path: str | Path) -> BespokeWorkflowFactory:
-        """Read a workflow written by :meth:`to_file` (or by hand) from .yaml/.yml/.json."""
+        """Read a workflow written by :meth:`to_file` (or by hand), or an openff-bespokefit
+        workflow file (``docs/bespokefit.md``), from .yaml/.yml/.json."""
         path = Path(path)
         try:
             text = path.read_text()
@@ -141,6 +143,8 @@ class BespokeWorkflowFactory(BaseModel):
             raise WorkflowError(f"{path}: not valid {path.suffix.lstrip('.') or 'YAML'}: {first}") from None
         if not isinstance(data, dict):
             raise WorkflowError(f"{path}: a workflow file must hold a mapping of fields")
+        if is_bespokefit_workflow(data):
+            return factory_from_bespokefit(data, str(path))
         return cls._validated(data, str(path))
 
     def to_file(self, path: str | Path) -> Path:
