@@ -7,7 +7,6 @@ managers' free-slot claims and task shim rely on them.
 from __future__ import annotations
 
 from importlib.metadata import version
-from types import SimpleNamespace
 
 import pytest
 
@@ -41,31 +40,3 @@ def test_a_changed_internal_is_named():
 def test_task_script_is_installed():
     path = compute_internals.task_script()
     assert path.name == compute_internals.TASK_SCRIPT and path.is_file()
-
-
-class _Executor:
-    def __init__(self, workers: int) -> None:
-        self.workers = workers
-
-
-def test_claims_only_free_slots(monkeypatch):
-    monkeypatch.setattr(compute_internals, "executor_capacity", lambda executor: executor.workers)
-    claims: list[int] = []
-
-    def claim(programs: dict, compute_tags: list[str], limit: int) -> list[int]:
-        claims.append(limit)
-        return list(range(limit))
-
-    manager = SimpleNamespace(
-        client=SimpleNamespace(claim=claim),
-        dflow_kernel=SimpleNamespace(
-            executors={"a": _Executor(2), "b": _Executor(1), "_parsl_internal": None}
-        ),
-        manager_config=SimpleNamespace(executors={"a": {}, "b": {}}),
-        n_total_active_tasks=1,
-    )
-    compute_internals.claim_only_free_slots(manager)
-    assert manager.client.claim({}, ["*"], 9) == [0, 1]  # 3 workers, 1 busy
-    manager.n_total_active_tasks = 3
-    assert manager.client.claim({}, ["*"], 9) == []
-    assert claims == [2]

@@ -515,9 +515,10 @@ def retrieve(
 ) -> None:
     """Write a job's force field, result, RMSE table and plots; exit 1 if it did not succeed."""
     client = _job_client(directory, database_url)
-    failed = _report([client.retrieve(job_id)], output, directory / LOG_NAME)
+    outputs = [client.retrieve(job_id)]
+    failed = _report(outputs, output, directory / LOG_NAME)
     if combined_output is not None:
-        _combine_successful(client, [client.retrieve(job_id)], combined_output)
+        _combine_successful(client, outputs, combined_output)
     if failed:
         sys.exit(1)
 
